@@ -1,0 +1,207 @@
+use std::error::Error;
+use std::time::{Duration, SystemTime};
+
+use http::{Response, StatusCode, header::RETRY_AFTER};
+
+use super::{AsErrorRef, Classification, Classify, classify_error};
+
+/// Classifies HTTP responses by status, and transport errors by their cause.
+///
+/// | outcome | classification |
+/// |---|---|
+/// | 502, 503, 504 | retryable failure |
+/// | 429 Too Many Requests | retryable failure |
+/// | other 5xx | non-retryable failure, or retryable with [`retry_all_5xx`](Self::retry_all_5xx) |
+/// | 1xx–4xx (but 429) | success: the endpoint answered as it should |
+/// | an error | as [`classify_error`]: timeouts and connection failures are retryable, and a request that provably never reached the server (connect error, HTTP/2 `REFUSED_STREAM`, a pooled connection closed before the request was written) is marked *unsent* |
+///
+/// A `Retry-After` header (seconds or an HTTP-date) on a 429 or 503 response is captured in the
+/// [`Classification`] for the retry layer.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use meshwork::classify::{Class, Classify, HttpClassify};
+/// use meshwork::BoxError;
+///
+/// let classify = HttpClassify::new();
+/// let unavailable = Response::builder().status(503).header("retry-after", "2").body(()).unwrap();
+/// let c = classify.classify(Ok::<_, &BoxError>(&unavailable));
+/// assert_eq!(c.class(), Class::Retryable);
+/// assert_eq!(c.retry_after(), Some(std::time::Duration::from_secs(2)));
+///
+/// let internal = Response::builder().status(500).body(()).unwrap();
+/// assert_eq!(classify.classify(Ok::<_, &BoxError>(&internal)).class(), Class::NonRetryable);
+/// assert_eq!(
+///     classify.retry_all_5xx(true).classify(Ok::<_, &BoxError>(&internal)).class(),
+///     Class::Retryable
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpClassify {
+    retry_all_5xx: bool,
+}
+
+impl HttpClassify {
+    /// The default HTTP classifier.
+    pub const fn new() -> Self {
+        Self {
+            retry_all_5xx: false,
+        }
+    }
+
+    /// Whether 5xx statuses other than 502, 503 and 504 are retryable (default `false`: a 500 usually
+    /// means the request itself broke something, and would break it again).
+    pub const fn retry_all_5xx(mut self, yes: bool) -> Self {
+        self.retry_all_5xx = yes;
+        self
+    }
+
+    /// Classifies a status code alone (no `Retry-After`).
+    pub const fn classify_status(&self, status: StatusCode) -> Classification {
+        match status.as_u16() {
+            429 | 502 | 503 | 504 => Classification::retryable(),
+            500..=599 if self.retry_all_5xx => Classification::retryable(),
+            500..=599 => Classification::non_retryable(),
+            _ => Classification::success(),
+        }
+    }
+}
+
+impl<B, E> Classify<Response<B>, E> for HttpClassify
+where
+    E: AsErrorRef,
+{
+    fn classify(&self, outcome: Result<&Response<B>, &E>) -> Classification {
+        match outcome {
+            Ok(res) => {
+                let c = self.classify_status(res.status());
+                match res.status().as_u16() {
+                    429 | 503 => match retry_after(res.headers()) {
+                        Some(after) => c.with_retry_after(after),
+                        None => c,
+                    },
+                    _ => c,
+                }
+            }
+            Err(e) => classify_error(e.as_error_ref()),
+        }
+    }
+}
+
+/// Parses a `Retry-After` header: delay-seconds or an HTTP-date (relative to the system clock).
+/// A malformed value is ignored.
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The HTTP-specific part of [`classify_error`].
+pub(super) fn classify_http_error(e: &(dyn Error + 'static)) -> Option<Classification> {
+    if let Some(err) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        if err.is_connect() {
+            return Some(Classification::retryable().unsent());
+        }
+        // Otherwise keep walking: the source says more.
+        return None;
+    }
+    if let Some(err) = e.downcast_ref::<hyper::Error>() {
+        if err.is_canceled() {
+            // hyper reports `Canceled` when the connection closed before the request was started.
+            return Some(Classification::retryable().unsent());
+        }
+        return None;
+    }
+    if let Some(err) = e.downcast_ref::<h2::Error>() {
+        if err.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Some(Classification::retryable().unsent());
+        }
+        return Some(Classification::retryable());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BoxError;
+    use crate::classify::Class;
+
+    fn status(code: u16) -> Class {
+        let res = Response::builder().status(code).body(()).unwrap();
+        HttpClassify::new()
+            .classify(Ok::<_, &BoxError>(&res))
+            .class()
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status(200), Class::Success);
+        assert_eq!(status(404), Class::Success);
+        assert_eq!(status(429), Class::Retryable);
+        assert_eq!(status(500), Class::NonRetryable);
+        assert_eq!(status(501), Class::NonRetryable);
+        assert_eq!(status(502), Class::Retryable);
+        assert_eq!(status(503), Class::Retryable);
+        assert_eq!(status(504), Class::Retryable);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = http::HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let future = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            RETRY_AFTER,
+            httpdate::fmt_http_date(future).parse().unwrap(),
+        );
+        let got = retry_after(&h).unwrap();
+        assert!(
+            got <= Duration::from_secs(120) && got >= Duration::from_secs(110),
+            "{got:?}"
+        );
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn retry_after_only_on_429_and_503() {
+        let res = Response::builder()
+            .status(502)
+            .header(RETRY_AFTER, "3")
+            .body(())
+            .unwrap();
+        let c = HttpClassify::new().classify(Ok::<_, &BoxError>(&res));
+        assert_eq!(c.retry_after(), None);
+        let res = Response::builder()
+            .status(429)
+            .header(RETRY_AFTER, "3")
+            .body(())
+            .unwrap();
+        let c = HttpClassify::new().classify(Ok::<_, &BoxError>(&res));
+        assert_eq!(c.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn h2_refused_stream_is_unsent() {
+        let e: BoxError = Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        let c = HttpClassify::new().classify(Err::<&Response<()>, _>(&e));
+        assert!(c.is_unsent());
+        let e: BoxError = Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR));
+        let c = HttpClassify::new().classify(Err::<&Response<()>, _>(&e));
+        assert!(!c.is_unsent());
+        assert_eq!(c.class(), Class::Retryable);
+    }
+}

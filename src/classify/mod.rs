@@ -1,0 +1,253 @@
+//! One vocabulary of outcomes.
+//!
+//! Every layer that reacts to how a request went — the circuit breaker, the retry layer, the load
+//! metric, the metrics — asks the same question through [`Classify`]: was this
+//! `Result<Response, Error>` a success, a failure worth retrying, a failure not worth retrying, or
+//! something that should not count at all? Configure the answer once, and every layer agrees.
+//!
+//! | class | breaker | retry | load |
+//! |---|---|---|---|
+//! | [`Class::Success`] | counts as success | returns it | latency recorded |
+//! | [`Class::Retryable`] | counts as failure | may retry | failure penalty |
+//! | [`Class::NonRetryable`] | counts as failure | returns it | failure penalty |
+//! | [`Class::Ignorable`] | not counted | returns it | latency recorded |
+//!
+//! A [`Classification`] also carries two facts the retry layer needs: a server's `Retry-After`
+//! hint, and whether the failure *proves the request never reached the server* (so that even a
+//! non-idempotent request may be requeued).
+//!
+//! [`DefaultClassify`] treats `Ok` as success and `Err` as a retryable failure, recognising
+//! meshwork's own errors. With the `http` feature, [`HttpClassify`] classifies HTTP responses by
+//! status.
+
+mod error;
+#[cfg(feature = "http")]
+mod http;
+
+pub use self::error::classify_error;
+#[cfg(feature = "http")]
+pub use self::http::HttpClassify;
+
+use std::time::Duration;
+
+/// The class of an outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The request succeeded.
+    Success,
+    /// The request failed, and trying again (elsewhere, or later) may succeed.
+    Retryable,
+    /// The request failed, and trying again would not help (or is not allowed).
+    NonRetryable,
+    /// Neither success nor failure: not counted by the breaker, not retried (for example a request
+    /// the caller cancelled, or a client error that says nothing about the endpoint's health).
+    Ignorable,
+}
+
+impl Class {
+    /// `true` for [`Class::Retryable`] and [`Class::NonRetryable`].
+    pub const fn is_failure(self) -> bool {
+        matches!(self, Class::Retryable | Class::NonRetryable)
+    }
+
+    /// `true` for [`Class::Success`].
+    pub const fn is_success(self) -> bool {
+        matches!(self, Class::Success)
+    }
+}
+
+/// The classification of one outcome: its [`Class`] and what the retry layer should know about it.
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwork::classify::{Class, Classification};
+///
+/// let c = Classification::retryable().with_retry_after(Duration::from_secs(2));
+/// assert_eq!(c.class(), Class::Retryable);
+/// assert_eq!(c.retry_after(), Some(Duration::from_secs(2)));
+/// assert!(!c.is_unsent());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classification {
+    class: Class,
+    retry_after: Option<Duration>,
+    unsent: bool,
+}
+
+impl Classification {
+    /// A new classification of class `class`, with no retry hint.
+    pub const fn new(class: Class) -> Self {
+        Self {
+            class,
+            retry_after: None,
+            unsent: false,
+        }
+    }
+
+    /// A success.
+    pub const fn success() -> Self {
+        Self::new(Class::Success)
+    }
+
+    /// A retryable failure.
+    pub const fn retryable() -> Self {
+        Self::new(Class::Retryable)
+    }
+
+    /// A failure that must not be retried.
+    pub const fn non_retryable() -> Self {
+        Self::new(Class::NonRetryable)
+    }
+
+    /// An outcome that counts neither as success nor as failure.
+    pub const fn ignorable() -> Self {
+        Self::new(Class::Ignorable)
+    }
+
+    /// Adds the server's `Retry-After` hint.
+    pub const fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Marks the failure as proof that the request never reached the server (connection refused,
+    /// HTTP/2 `REFUSED_STREAM`, ...): any request, even a non-idempotent one, may then be requeued.
+    pub const fn unsent(mut self) -> Self {
+        self.unsent = true;
+        self
+    }
+
+    /// The class.
+    pub const fn class(&self) -> Class {
+        self.class
+    }
+
+    /// The server's `Retry-After` hint, if any.
+    pub const fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// `true` when the failure proves the request never reached the server.
+    pub const fn is_unsent(&self) -> bool {
+        self.unsent
+    }
+}
+
+impl From<Class> for Classification {
+    fn from(class: Class) -> Self {
+        Self::new(class)
+    }
+}
+
+/// Turns the outcome of a request into a [`Classification`].
+///
+/// Implementations are usually small `Copy` values shared by every layer of a stack. The outcome is
+/// borrowed, so classifying never consumes the response.
+///
+/// ```
+/// use meshwork::classify::{Class, Classification, Classify};
+///
+/// /// Treats negative answers as failures.
+/// #[derive(Clone, Copy)]
+/// struct NonNegative;
+///
+/// impl<E> Classify<i64, E> for NonNegative {
+///     fn classify(&self, outcome: Result<&i64, &E>) -> Classification {
+///         match outcome {
+///             Ok(n) if *n >= 0 => Classification::success(),
+///             Ok(_) => Classification::non_retryable(),
+///             Err(_) => Classification::retryable(),
+///         }
+///     }
+/// }
+///
+/// assert_eq!(NonNegative.classify(Ok::<_, &()>(&-1)).class(), Class::NonRetryable);
+/// ```
+pub trait Classify<Res, E> {
+    /// Classifies one outcome.
+    fn classify(&self, outcome: Result<&Res, &E>) -> Classification;
+}
+
+impl<Res, E, F> Classify<Res, E> for F
+where
+    F: Fn(Result<&Res, &E>) -> Classification,
+{
+    fn classify(&self, outcome: Result<&Res, &E>) -> Classification {
+        self(outcome)
+    }
+}
+
+/// The default classifier: `Ok` is a success, `Err` a failure.
+///
+/// Errors are inspected with [`classify_error`] when they are a [`BoxError`](crate::BoxError) (the
+/// error type of every meshwork layer): a per-try timeout or a connection failure is retryable, an
+/// exceeded deadline or an exhausted retry budget is not. Any other error is a retryable failure.
+///
+/// ```
+/// use meshwork::classify::{Class, Classify, DefaultClassify};
+/// use meshwork::BoxError;
+///
+/// let err: BoxError = "boom".into();
+/// assert_eq!(DefaultClassify.classify(Ok::<_, &BoxError>(&())).class(), Class::Success);
+/// assert_eq!(DefaultClassify.classify(Err::<&(), _>(&err)).class(), Class::Retryable);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DefaultClassify;
+
+impl<Res, E> Classify<Res, E> for DefaultClassify
+where
+    E: AsErrorRef,
+{
+    fn classify(&self, outcome: Result<&Res, &E>) -> Classification {
+        match outcome {
+            Ok(_) => Classification::success(),
+            Err(e) => classify_error(e.as_error_ref()),
+        }
+    }
+}
+
+/// Gives a classifier a view of an error as `dyn Error`, so it can walk the source chain.
+///
+/// Implemented for [`BoxError`](crate::BoxError), [`std::io::Error`], [`std::convert::Infallible`]
+/// and meshwork's own error types; implement it for your own error type to use the built-in
+/// classifiers with it.
+pub trait AsErrorRef {
+    /// The error as a trait object.
+    fn as_error_ref(&self) -> &(dyn std::error::Error + 'static);
+}
+
+impl AsErrorRef for crate::BoxError {
+    fn as_error_ref(&self) -> &(dyn std::error::Error + 'static) {
+        &**self
+    }
+}
+
+impl AsErrorRef for std::io::Error {
+    fn as_error_ref(&self) -> &(dyn std::error::Error + 'static) {
+        self
+    }
+}
+
+impl AsErrorRef for std::convert::Infallible {
+    fn as_error_ref(&self) -> &(dyn std::error::Error + 'static) {
+        match *self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BoxError;
+
+    #[test]
+    fn closure_classifier() {
+        let c = |o: Result<&u8, &BoxError>| match o {
+            Ok(_) => Classification::ignorable(),
+            Err(_) => Classification::non_retryable(),
+        };
+        assert_eq!(c.classify(Ok(&1)).class(), Class::Ignorable);
+        assert!(Class::Retryable.is_failure());
+        assert!(!Class::Ignorable.is_failure());
+        assert!(Class::Success.is_success());
+    }
+}

@@ -1,0 +1,237 @@
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::future::{Limit, ResponseFuture};
+use super::service::poll_ready_within;
+use super::{CarryDeadline, Deadline};
+use crate::{BoxError, ConfigError};
+
+/// Gives every request a [`Deadline`]: a total timeout over all its tries. See the
+/// [module docs](crate::timeout).
+///
+/// The request's deadline is the earliest of:
+/// - `total` after the request arrived (or after its wait for readiness began);
+/// - a deadline already on the request;
+/// - the caller's budget from the wire ([`CarryDeadline::incoming_budget`]), capped by
+///   [`max_incoming`](Self::max_incoming), unless [`honor_incoming`](Self::honor_incoming) is off.
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwork::timeout::DeadlineLayer;
+///
+/// let layer = DeadlineLayer::new(Duration::from_secs(1))?;
+/// assert_eq!(layer.total(), Some(Duration::from_secs(1)));
+/// assert_eq!(DeadlineLayer::new(Duration::ZERO).unwrap_err().field(), "total");
+///
+/// // A proxy that only enforces what its callers ask for, up to 30 s:
+/// let layer = DeadlineLayer::from_incoming(Duration::from_secs(30))?;
+/// assert_eq!(layer.total(), None);
+/// # Ok::<(), meshwork::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    total: Option<Duration>,
+    max_incoming: Option<Duration>,
+    honor_incoming: bool,
+}
+
+impl DeadlineLayer {
+    /// Every request gets at most `total`. A zero total is rejected.
+    pub const fn new(total: Duration) -> Result<Self, ConfigError> {
+        match crate::error::non_zero("total", total) {
+            Ok(total) => Ok(Self {
+                total: Some(total),
+                max_incoming: None,
+                honor_incoming: true,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// No local total: a request gets the budget its caller sent, capped by `max`; a request
+    /// without one gets `max`. A zero maximum is rejected.
+    pub const fn from_incoming(max: Duration) -> Result<Self, ConfigError> {
+        match crate::error::non_zero("max_incoming", max) {
+            Ok(max) => Ok(Self {
+                total: None,
+                max_incoming: Some(max),
+                honor_incoming: true,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Caps a caller's incoming budget (default: no cap beyond `total`). A zero cap is rejected.
+    pub const fn max_incoming(mut self, max: Duration) -> Result<Self, ConfigError> {
+        match crate::error::non_zero("max_incoming", max) {
+            Ok(max) => {
+                self.max_incoming = Some(max);
+                Ok(self)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a caller's incoming budget may shorten the deadline (default `true`).
+    pub const fn honor_incoming(mut self, yes: bool) -> Self {
+        self.honor_incoming = yes;
+        self
+    }
+
+    /// The local total, if any.
+    pub const fn total(&self) -> Option<Duration> {
+        self.total
+    }
+
+    /// The budget for a request whose caller sent `incoming`.
+    fn budget(&self, incoming: Option<Duration>) -> Duration {
+        let incoming = if self.honor_incoming { incoming } else { None };
+        let incoming = incoming.map(|i| self.max_incoming.map_or(i, |max| i.min(max)));
+        match (self.total, incoming) {
+            (Some(t), Some(i)) => t.min(i),
+            (Some(t), None) => t,
+            (None, Some(i)) => i,
+            (None, None) => self.max_incoming.unwrap_or(Duration::MAX),
+        }
+    }
+
+    fn wait_limit(&self) -> Duration {
+        self.total.or(self.max_incoming).unwrap_or(Duration::MAX)
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = WithDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithDeadline {
+            inner,
+            config: *self,
+            ready_timer: None,
+            waiting: false,
+            wait_started: None,
+        }
+    }
+}
+
+/// The service of [`DeadlineLayer`]: sets each request's [`Deadline`] and fails it with
+/// [`DeadlineExceeded`](super::DeadlineExceeded) when the deadline passes.
+///
+/// The wait for readiness counts against the deadline of the request that follows it: the deadline
+/// runs from when that wait began.
+#[derive(Debug)]
+pub struct WithDeadline<S> {
+    inner: S,
+    config: DeadlineLayer,
+    ready_timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    wait_started: Option<Instant>,
+}
+
+impl<S: Clone> Clone for WithDeadline<S> {
+    fn clone(&self) -> Self {
+        self.config.layer(self.inner.clone())
+    }
+}
+
+impl<S> WithDeadline<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, R> Service<R> for WithDeadline<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+    R: CarryDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let was_waiting = self.waiting;
+        let poll = poll_ready_within(
+            &mut self.inner,
+            cx,
+            &mut self.ready_timer,
+            &mut self.waiting,
+            self.config.wait_limit(),
+            Limit::Deadline,
+        );
+        if self.waiting && !was_waiting {
+            self.wait_started = Some(Instant::now());
+        }
+        if poll.is_ready() && !self.waiting && was_waiting {
+            // Keep `wait_started` for the call that follows, unless the wait failed.
+            if matches!(poll, Poll::Ready(Err(_))) {
+                self.wait_started = None;
+            }
+        }
+        poll
+    }
+
+    fn call(&mut self, mut req: R) -> Self::Future {
+        let start = self.wait_started.take().unwrap_or_else(Instant::now);
+        let budget = self.config.budget(req.incoming_budget());
+        let mut deadline = Deadline::at(start.checked_add(budget).unwrap_or_else(far_future));
+        if let Some(outer) = req.deadline() {
+            deadline = deadline.min(outer);
+        }
+        req.set_deadline(deadline);
+        let sleep = tokio::time::sleep_until(deadline.instant());
+        ResponseFuture::new(self.inner.call(req), sleep, Limit::Deadline)
+    }
+}
+
+/// An instant far enough away to mean "never" (about 30 years), as tokio does.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_rules() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let l = DeadlineLayer::new(s(1)).unwrap();
+        assert_eq!(l.budget(None), s(1));
+        assert_eq!(l.budget(Some(ms(50))), ms(50));
+        assert_eq!(l.budget(Some(s(10))), s(1));
+        assert_eq!(l.honor_incoming(false).budget(Some(ms(50))), s(1));
+        let l = DeadlineLayer::from_incoming(s(30)).unwrap();
+        assert_eq!(l.budget(None), s(30));
+        assert_eq!(l.budget(Some(s(60))), s(30));
+        assert_eq!(l.budget(Some(s(2))), s(2));
+        let l = DeadlineLayer::new(s(10))
+            .unwrap()
+            .max_incoming(s(3))
+            .unwrap();
+        assert_eq!(l.budget(Some(s(5))), s(3));
+        assert_eq!(l.budget(None), s(10));
+        assert_eq!(
+            DeadlineLayer::new(s(1))
+                .unwrap()
+                .max_incoming(Duration::ZERO)
+                .unwrap_err()
+                .field(),
+            "max_incoming"
+        );
+        assert_eq!(
+            DeadlineLayer::from_incoming(Duration::ZERO)
+                .unwrap_err()
+                .field(),
+            "max_incoming"
+        );
+    }
+}

@@ -1,0 +1,45 @@
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::Timeout;
+use crate::ConfigError;
+
+/// Applies a per-try [`Timeout`] to a service: see the [module docs](crate::timeout).
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwork::timeout::TimeoutLayer;
+///
+/// let layer = TimeoutLayer::new(Duration::from_millis(250))?;
+/// assert_eq!(layer.timeout(), Duration::from_millis(250));
+/// assert_eq!(TimeoutLayer::new(Duration::ZERO).unwrap_err().field(), "timeout");
+/// # Ok::<(), meshwork::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl TimeoutLayer {
+    /// A layer that gives each try `timeout`, readiness wait included. A zero timeout is rejected.
+    pub const fn new(timeout: Duration) -> Result<Self, ConfigError> {
+        match crate::error::non_zero("timeout", timeout) {
+            Ok(timeout) => Ok(Self { timeout }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The per-try timeout.
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timeout::from_parts(inner, self.timeout)
+    }
+}

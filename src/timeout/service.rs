@@ -1,0 +1,208 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::future::{Limit, ResponseFuture};
+use crate::{BoxError, ConfigError};
+
+/// A per-try timeout that covers the wait for readiness as well as the response.
+///
+/// If the inner service stays `Pending` in `poll_ready` for the whole timeout, `poll_ready` fails
+/// with [`Elapsed`](super::Elapsed); the service stays usable, and the next `poll_ready` starts a new
+/// wait. Once ready, each call gets the full timeout for its response.
+///
+/// Cloning gives a service with no readiness wait under way, as tower's clones do.
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwork::timeout::{Elapsed, Timeout};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), meshwork::BoxError> {
+/// let (mock, mut handle) = tower_test::mock::pair::<(), ()>();
+/// handle.allow(0); // never ready
+/// let mut svc = Timeout::new(mock, Duration::from_millis(100))?;
+/// let err = svc.ready().await.unwrap_err();
+/// assert!(err.is::<Elapsed>());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+    /// The readiness timer; boxed only once a `poll_ready` returns `Pending`, then reused.
+    ready_timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner` with a per-try `timeout`. A zero timeout is rejected.
+    pub fn new(inner: S, timeout: Duration) -> Result<Self, ConfigError> {
+        crate::error::non_zero("timeout", timeout).map(|t| Self::from_parts(inner, t))
+    }
+
+    pub(crate) fn from_parts(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            ready_timer: None,
+            waiting: false,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The per-try timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl<S: Clone> Clone for Timeout<S> {
+    fn clone(&self) -> Self {
+        Self::from_parts(self.inner.clone(), self.timeout)
+    }
+}
+
+/// Bounds a `poll_ready` by a timer armed at its first `Pending`. Shared with the deadline layer.
+pub(crate) fn poll_ready_within<S, R>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    waiting: &mut bool,
+    limit: Duration,
+    kind: Limit,
+) -> Poll<Result<(), BoxError>>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    match inner.poll_ready(cx) {
+        Poll::Ready(r) => {
+            *waiting = false;
+            Poll::Ready(r.map_err(Into::into))
+        }
+        Poll::Pending => {
+            if !*waiting {
+                *waiting = true;
+                let at = Instant::now() + limit;
+                match timer {
+                    Some(t) => t.as_mut().reset(at),
+                    None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            }
+            let t = timer.as_mut().expect("armed above");
+            match t.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    *waiting = false;
+                    Poll::Ready(Err(kind.error()))
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S, R> Service<R> for Timeout<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        poll_ready_within(
+            &mut self.inner,
+            cx,
+            &mut self.ready_timer,
+            &mut self.waiting,
+            self.timeout,
+            Limit::Try,
+        )
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let sleep = tokio::time::sleep(self.timeout);
+        ResponseFuture::new(self.inner.call(req), sleep, Limit::Try)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeout::Elapsed;
+    use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok};
+    use tower_test::mock;
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_while_stuck_in_poll_ready() {
+        let (svc, mut handle) = mock::pair::<&str, &str>();
+        handle.allow(0);
+        let mut svc = mock::Spawn::new(Timeout::new(svc, Duration::from_millis(100)).unwrap());
+        assert_pending!(svc.poll_ready());
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_pending!(svc.poll_ready());
+        tokio::time::advance(Duration::from_millis(2)).await;
+        let err = assert_ready_err!(svc.poll_ready());
+        assert!(err.is::<Elapsed>(), "{err}");
+
+        // Still usable: a new wait starts, and once the inner service is ready, so is the timeout.
+        assert_pending!(svc.poll_ready());
+        handle.allow(1);
+        assert_ready_ok!(svc.poll_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounds_the_response() {
+        let (svc, mut handle) = mock::pair::<&str, &str>();
+        handle.allow(1);
+        let mut svc = Timeout::new(svc, Duration::from_millis(100)).unwrap();
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        let fut = svc.call("hi");
+        let _req = handle.next_request().await.unwrap();
+        let err = fut.await.unwrap_err();
+        assert!(err.is::<Elapsed>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_responses_and_errors() {
+        let (svc, mut handle) = mock::pair::<&str, &str>();
+        handle.allow(2);
+        let mut svc = Timeout::new(svc, Duration::from_secs(1)).unwrap();
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        let fut = svc.call("a");
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response("ok");
+        assert_eq!(fut.await.unwrap(), "ok");
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        let fut = svc.call("b");
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_error("broken");
+        assert_eq!(fut.await.unwrap_err().to_string(), "broken");
+    }
+
+    #[test]
+    fn rejects_zero() {
+        let (svc, _handle) = mock::pair::<(), ()>();
+        assert_eq!(
+            Timeout::new(svc, Duration::ZERO).unwrap_err().field(),
+            "timeout"
+        );
+    }
+}
