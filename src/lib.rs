@@ -40,6 +40,7 @@
 pub mod available;
 pub mod backoff;
 pub mod classify;
+pub mod discover;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
