@@ -45,6 +45,7 @@ mod error;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod rng;
+pub mod telemetry;
 pub mod timeout;
 
 pub use crate::error::{BoxError, ConfigError};

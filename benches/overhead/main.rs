@@ -1,0 +1,62 @@
+//! Per-request overhead of each layer and of the whole stack, beside tower's equivalents, on
+//! immediate in-memory services. Benchmark ids are read by other tooling: keep them stable.
+//!
+//! Run: `cargo bench --bench overhead` (add `-- --quick` for a short run).
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::Service;
+
+/// An immediate service: always ready, answers at once. The cost of calling it is the floor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Immediate;
+
+impl<R> Service<R> for Immediate {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: R) -> Self::Future {
+        ready(Ok(()))
+    }
+}
+
+/// Drives `svc` through one ready + call + response on the current thread, without a runtime hop.
+pub fn one_call<S, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error>
+where
+    S: Service<R>,
+{
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    loop {
+        match svc.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => std::thread::yield_now(),
+        }
+    }
+    let mut fut = std::pin::pin!(svc.call(req));
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn bare(c: &mut Criterion) {
+    let mut svc = Immediate;
+    c.bench_function("bare", |b| {
+        b.iter(|| one_call(&mut svc, std::hint::black_box(())).unwrap())
+    });
+}
+
+criterion_group!(benches, bare);
+criterion_main!(benches);
