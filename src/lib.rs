@@ -26,7 +26,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `http` (default) | HTTP classification, deadline headers, idempotency-aware retries, body replay, the hyper client |
-//! | `metrics` | metrics through the [`metrics`](https://docs.rs/metrics) facade |
+//! | `metrics` (default) | metrics through the [`metrics`](https://docs.rs/metrics) facade |
 //! | `dns` | DNS discovery |
 //! | `file` | watched-file discovery |
 //! | `etcd` | etcd v3 discovery and registration |
