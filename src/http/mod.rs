@@ -16,7 +16,10 @@
 //! [`CarryDeadline::incoming_budget`](crate::timeout::CarryDeadline::incoming_budget): it can shorten
 //! the local deadline, never lengthen it. A malformed value is ignored with a `debug` event.
 
+mod connect;
 mod deadline;
+
+pub use self::connect::{ConnectConfig, EndpointFuture, HttpEndpoint, HttpVersion};
 
 pub use self::deadline::{
     DEADLINE_HEADER, GRPC_TIMEOUT, PropagateDeadline, PropagateDeadlineLayer, format_grpc_timeout,
