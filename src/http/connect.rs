@@ -175,13 +175,12 @@ impl<B> Clone for HttpEndpoint<B> {
 impl<B> HttpEndpoint<B> {
     fn rewrite(&self, req: &mut Request<B>) {
         let uri = req.uri().clone();
-        if !req.headers().contains_key(HOST) {
-            if let Some(host) = uri
+        if !req.headers().contains_key(HOST)
+            && let Some(host) = uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(HOST, host);
-            }
+        {
+            req.headers_mut().insert(HOST, host);
         }
         let mut parts = uri.into_parts();
         parts.scheme = Some(Scheme::HTTP);
