@@ -167,12 +167,10 @@ mod tests {
         Endpoint::new(([127, 0, 0, 1], port).into())
     }
 
+    type Adapter = TowerDiscover<crate::discover::ManualDiscover, fn(&Endpoint) -> u32, u32>;
+
     /// The changes as (key, Some(service) for insert / None for remove), in a stable order.
-    fn drain(
-        d: &mut tokio_test::task::Spawn<
-            TowerDiscover<crate::discover::ManualDiscover, fn(&Endpoint) -> u32, u32>,
-        >,
-    ) -> Vec<(SocketAddr, Option<u32>)> {
+    fn drain(d: &mut tokio_test::task::Spawn<Adapter>) -> Vec<(SocketAddr, Option<u32>)> {
         let mut out = Vec::new();
         while let Poll::Ready(Some(Ok(c))) = d.poll_next() {
             out.push(match c {
