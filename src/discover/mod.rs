@@ -50,10 +50,14 @@ pub use self::endpoint::Endpoint;
 pub use self::update::{BoxDiscover, Update};
 
 // Sources (static list, programmatic handle, DNS, watched file) and the tower adapter.
+#[cfg(feature = "file")]
+mod file;
 mod into_tower;
 mod manual;
 mod report;
 mod static_list;
+#[cfg(feature = "file")]
+pub use self::file::{FileError, WatchFile, WatchFileBuilder};
 pub use self::into_tower::TowerDiscover;
 pub use self::manual::{Manual, ManualDiscover, ManualFailure};
 pub use self::static_list::Static;
