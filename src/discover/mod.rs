@@ -50,12 +50,16 @@ pub use self::endpoint::Endpoint;
 pub use self::update::{BoxDiscover, Update};
 
 // Sources (static list, programmatic handle, DNS, watched file) and the tower adapter.
+#[cfg(feature = "dns")]
+mod dns;
 #[cfg(feature = "file")]
 mod file;
 mod into_tower;
 mod manual;
 mod report;
 mod static_list;
+#[cfg(feature = "dns")]
+pub use self::dns::{Dns, DnsBuilder, DnsError};
 #[cfg(feature = "file")]
 pub use self::file::{FileError, WatchFile, WatchFileBuilder};
 pub use self::into_tower::TowerDiscover;

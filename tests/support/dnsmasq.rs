@@ -14,6 +14,7 @@ const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 pub struct Dnsmasq {
     child: Child,
     addr: SocketAddr,
+    conf: PathBuf,
     dir: TempDir,
 }
 
@@ -48,16 +49,15 @@ impl Dnsmasq {
             ];
             lines.extend(extra.iter().map(|s| s.to_string()));
             std::fs::write(&conf, lines.join("\n") + "\n").unwrap();
-            let mut child = Command::new(DNSMASQ)
-                .arg(format!("--conf-file={}", conf.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("dnsmasq starts");
+            let mut child = spawn(&conf);
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             if wait_listening(&mut child, addr) {
-                return Self { child, addr, dir };
+                return Self {
+                    child,
+                    addr,
+                    conf,
+                    dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -93,6 +93,17 @@ impl Dnsmasq {
         self.dir.path().join("log")
     }
 
+    /// Starts the server again on the same port, with the current hosts file.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.conf);
+        assert!(
+            wait_listening(&mut self.child, self.addr),
+            "dnsmasq did not restart on {}",
+            self.addr
+        );
+    }
+
     /// Stops the server (the port then refuses queries).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -104,6 +115,16 @@ impl Drop for Dnsmasq {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn spawn(conf: &Path) -> Child {
+    Command::new(DNSMASQ)
+        .arg(format!("--conf-file={}", conf.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq starts")
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 right now (not 5353).
