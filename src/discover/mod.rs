@@ -26,8 +26,9 @@
 //! | [`Dns`] | a `host:port` (A and AAAA) or an SRV name, re-resolved when the TTL expires | `dns` |
 //! | [`WatchFile`] | a JSON or TOML list of endpoints in a file, polled for changes | `file` |
 //!
-//! Any other stream of `Result<Update, E>` works too. To feed tower's own balancers, wrap a source
-//! in [`TowerDiscover`], which turns it into a tower [`Discover`](tower::discover::Discover) stream.
+//! Any other stream of `Result<Update, E>` works too; wrap it in [`Instrumented`] to give it the same
+//! failure accounting as the built-in sources. To feed tower's own balancers, wrap a source in
+//! [`TowerDiscover`], which turns it into a tower [`Discover`](tower::discover::Discover) stream.
 //!
 //! ## Observability
 //!
@@ -41,7 +42,7 @@
 //! | `meshwork_discovery_updates_total` | counter | `source` | complete sets published |
 //! | `meshwork_discovery_endpoints` | gauge | `source` | size of the last set published |
 //!
-//! `source` is `manual`, `dns` or `file`.
+//! `source` is `manual`, `dns` or `file` (or the name given to [`Instrumented`]).
 
 mod endpoint;
 mod update;
@@ -54,6 +55,7 @@ pub use self::update::{BoxDiscover, Update};
 mod dns;
 #[cfg(feature = "file")]
 mod file;
+mod instrument;
 mod into_tower;
 mod manual;
 mod report;
@@ -62,6 +64,7 @@ mod static_list;
 pub use self::dns::{Dns, DnsBuilder, DnsError};
 #[cfg(feature = "file")]
 pub use self::file::{FileError, WatchFile, WatchFileBuilder};
+pub use self::instrument::Instrumented;
 pub use self::into_tower::TowerDiscover;
 pub use self::manual::{Manual, ManualDiscover, ManualFailure};
 pub use self::static_list::Static;

@@ -46,6 +46,12 @@ impl Reporter {
         self.errors.increment(1);
     }
 
+    /// A single insert or removal.
+    pub(crate) fn change(&self) {
+        #[cfg(feature = "metrics")]
+        self.updates.increment(1);
+    }
+
     /// A new complete set of `len` endpoints.
     pub(crate) fn reset(&self, len: usize) {
         tracing::debug!(source = self.source, endpoints = len, "discovery update");
