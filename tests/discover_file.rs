@@ -83,6 +83,10 @@ async fn atomic_rename_is_picked_up() {
 
 #[tokio::test(start_paused = true)]
 async fn malformed_file_keeps_the_last_good_set_and_says_why() {
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    #[cfg(feature = "metrics")]
+    let _guard = metrics::set_default_local_recorder(&recorder);
     let dir = TempDir::new("file-malformed");
     let path = dir.write_atomic("endpoints.json", &json(&[1]));
     let mut source = WatchFile::new(&path);
@@ -101,6 +105,18 @@ async fn malformed_file_keeps_the_last_good_set_and_says_why() {
     assert!(msg.contains("wieght") && msg.contains("line 1"), "{msg}");
     // Reported once, and no update: the last good set stands.
     assert_quiet_for(&mut source, Duration::from_secs(3)).await;
+    #[cfg(feature = "metrics")]
+    {
+        let errors = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| key.key().name() == "meshwork_discovery_errors_total")
+            .map(|(.., value)| value)
+            .expect("the failure is counted");
+        assert_eq!(errors, metrics_util::debugging::DebugValue::Counter(1));
+    }
     // Fixed: the new set arrives.
     dir.write_atomic("endpoints.json", &json(&[2]));
     assert_eq!(
