@@ -39,8 +39,8 @@
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
 //! | `meshwork_discovery_errors_total` | counter | `source` | failures reported by the source (each one an `Err` item) |
-//! | `meshwork_discovery_updates_total` | counter | `source` | complete sets published |
-//! | `meshwork_discovery_endpoints` | gauge | `source` | size of the last set published |
+//! | `meshwork_discovery_updates_total` | counter | `source` | updates published (a new set; for `manual`, each change made through the handle) |
+//! | `meshwork_discovery_endpoints` | gauge | `source` | size of the last complete set published |
 //!
 //! `source` is `manual`, `dns` or `file` (or the name given to [`Instrumented`]).
 
