@@ -1,4 +1,5 @@
 //! Deadlines: the time left travels in the request, and across the network in a header.
+#![cfg(feature = "http")]
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
