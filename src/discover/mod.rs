@@ -7,6 +7,8 @@
 //! (`Update::Reset(vec![])`) empties the set.
 
 mod endpoint;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod update;
 
 pub use self::endpoint::Endpoint;
