@@ -312,10 +312,10 @@ impl Driver {
 
     fn drop_watch(&mut self) {
         self.watch = None;
-        if let Some(since) = self.watch_since.take() {
-            if since.elapsed() >= self.backoff.policy().max() {
-                self.backoff.reset();
-            }
+        if let Some(since) = self.watch_since.take()
+            && since.elapsed() >= self.backoff.policy().max()
+        {
+            self.backoff.reset();
         }
     }
 

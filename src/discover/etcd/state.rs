@@ -55,10 +55,10 @@ impl KeySet {
         if let Some(old) = self.keys.get(&key) {
             affected.push(*old);
         }
-        if let Some(ep) = &ep {
-            if !affected.contains(&ep.addr()) {
-                affected.push(ep.addr());
-            }
+        if let Some(ep) = &ep
+            && !affected.contains(&ep.addr())
+        {
+            affected.push(ep.addr());
         }
         let before: Vec<Option<Endpoint>> = affected
             .iter()
