@@ -40,7 +40,8 @@
 //!
 //! - **No gap between the read and the watch.** The source reads the whole prefix with a range read,
 //!   which returns the store's revision R, and then watches the prefix from revision R+1: every
-//!   change after the read is delivered, none twice.
+//!   change after the read is delivered, none twice. The watch is created when the stream is polled
+//!   after the `Reset`, so a consumer that comes back late may find R+1 compacted: see below.
 //! - **Updates.** After each range read the source emits [`Update::Reset`](crate::discover::Update)
 //!   with the complete set (the balancer diffs it against what it has); each watched change then
 //!   emits [`Update::Insert`](crate::discover::Update) (new or changed endpoint) or
@@ -61,7 +62,9 @@
 //!
 //! The source spawns no task: it makes progress when polled, and dropping it cancels its watch.
 //! An established watch has no timeout of its own; give the client gRPC keep-alive
-//! (`etcd_client::ConnectOptions::with_keep_alive`) to notice a silently dead connection.
+//! (`etcd_client::ConnectOptions::with_keep_alive`) to notice a silently dead connection, with an
+//! interval no shorter than the server's `--grpc-keepalive-min-time` (5 s by default): etcd closes
+//! connections that ping more often.
 //!
 //! # Metrics (feature `metrics`)
 //!

@@ -162,6 +162,7 @@ impl EtcdDiscoverBuilder {
             prefix: self.prefix.clone(),
             keys: KeySet::default(),
             watch: None,
+            watch_from: None,
             watch_since: None,
             failed: false,
             backoff: self.backoff.sequence(),
@@ -248,6 +249,8 @@ struct Driver {
     prefix: String,
     keys: KeySet,
     watch: Option<WatchStream>,
+    /// The revision to watch from, after a successful read and before the watch exists.
+    watch_from: Option<i64>,
     /// When the current watch was created: a watch that lived longer than the backoff's `max`
     /// resets the backoff series.
     watch_since: Option<Instant>,
@@ -268,16 +271,25 @@ impl Driver {
             if let Some(item) = self.pending.pop_front() {
                 return item;
             }
-            let Some(watch) = self.watch.as_mut() else {
+            if self.watch.is_none() {
+                if let Some(from) = self.watch_from.take() {
+                    if let Err(e) = self.start_watch(from).await {
+                        return self.fail(e);
+                    }
+                    continue;
+                }
                 if self.failed {
                     let delay = self.backoff.next_delay(&mut self.rng);
                     tracing::debug!(prefix = %self.prefix, ?delay, "etcd discovery: retrying after backoff");
                     tokio::time::sleep(delay).await;
                 }
-                return match self.resync().await {
-                    Ok(update) => update,
+                return match self.read().await {
+                    Ok(update) => Ok(update),
                     Err(e) => self.fail(e),
                 };
+            }
+            let Some(watch) = self.watch.as_mut() else {
+                continue;
             };
             match watch.message().await {
                 Ok(Some(resp)) => {
@@ -329,10 +341,10 @@ impl Driver {
         Err(err)
     }
 
-    /// A range read of the prefix, then a watch from the next revision; the result is the complete
-    /// set. If the read succeeds but the watch cannot be created, the set is still reported and
-    /// the failure follows as the next item.
-    async fn resync(&mut self) -> Result<Item, BoxError> {
+    /// A range read of the prefix: the complete set, at a revision R. The watch from R+1 is
+    /// created on the next poll, so a consumer that is slow to come back may find R+1 compacted:
+    /// that is detected and answered by another read.
+    async fn read(&mut self) -> Result<Update, BoxError> {
         let get = self
             .client
             .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()));
@@ -346,6 +358,7 @@ impl Driver {
             entries.push((kv.key().to_vec(), ep));
         }
         self.keys.reload(entries);
+        self.watch_from = Some(revision + 1);
         let endpoints = self.keys.endpoints();
         #[cfg(feature = "metrics")]
         {
@@ -359,27 +372,20 @@ impl Driver {
             reason = ?self.reason,
             "etcd discovery: loaded the endpoint set"
         );
+        Ok(Update::Reset(endpoints))
+    }
 
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
+    /// Watches the prefix from `from` (the revision after the last read).
+    async fn start_watch(&mut self, from: i64) -> Result<(), BoxError> {
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let watch = self.client.watch(self.prefix.as_str(), Some(options));
-        match tokio::time::timeout(self.request_timeout, watch).await {
-            Ok(Ok(stream)) => {
-                self.watch = Some(stream);
-                self.watch_since = Some(Instant::now());
-                self.failed = false;
-            }
-            Ok(Err(e)) => {
-                let item = self.fail(e.into());
-                self.pending.push_back(item);
-            }
-            Err(_) => {
-                let item = self.fail(Elapsed::new().into());
-                self.pending.push_back(item);
-            }
-        }
-        Ok(Ok(Update::Reset(endpoints)))
+        let stream = tokio::time::timeout(self.request_timeout, watch)
+            .await
+            .map_err(|_| Elapsed::new())??;
+        self.watch = Some(stream);
+        self.watch_since = Some(Instant::now());
+        self.failed = false;
+        Ok(())
     }
 
     fn parse(&self, key: &[u8], val: &[u8]) -> Option<crate::discover::Endpoint> {
