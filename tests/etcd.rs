@@ -524,7 +524,7 @@ async fn deregistering_removes_the_endpoint_at_once() {
 }
 
 #[tokio::test]
-async fn a_registration_outliving_its_lease_during_an_outage_registers_again() {
+async fn a_registration_survives_an_etcd_outage_longer_than_its_ttl() {
     let mut etcd = EtcdServer::start().await;
     let me = Endpoint::new(addr("127.0.0.1:9601"));
     let registration = Registration::builder("svc/o", me.clone())
@@ -559,4 +559,42 @@ async fn a_registration_outliving_its_lease_during_an_outage_registers_again() {
         registration.lease_id()
     );
     registration.deregister().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_registration_whose_lease_was_lost_registers_again() {
+    let etcd = EtcdServer::start().await;
+    let me = Endpoint::new(addr("127.0.0.1:9701"));
+    let registration = Registration::builder("svc/l", me.clone())
+        .unwrap()
+        .ttl(Duration::from_secs(3))
+        .unwrap()
+        .backoff(
+            Backoff::full_jitter(Duration::from_millis(50), Duration::from_millis(300)).unwrap(),
+        )
+        .register(etcd.client().await)
+        .await
+        .unwrap();
+    let mut f = Follower::new(fast_source("svc/l").build(etcd.client().await));
+    f.until(SECOND, "the registered endpoint", |s| {
+        s.contains_key(&me.addr())
+    })
+    .await;
+
+    // Someone (an operator, or etcd after a long partition) revokes the lease: the key goes.
+    let lost = registration.lease_id();
+    etcd.client().await.lease_revoke(lost).await.unwrap();
+    f.until(SECOND, "removal with the revoked lease", |s| s.is_empty())
+        .await;
+    // The next keep-alive (every TTL/3) learns the lease is gone and registers again.
+    f.until(
+        Duration::from_secs(3),
+        "registration under a new lease",
+        |s| s.contains_key(&me.addr()),
+    )
+    .await;
+    assert_ne!(registration.lease_id(), lost);
+    registration.deregister().await.unwrap();
+    f.until(SECOND, "removal after deregistration", |s| s.is_empty())
+        .await;
 }

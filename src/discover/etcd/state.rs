@@ -21,6 +21,7 @@ impl KeySet {
     }
 
     /// Number of distinct endpoints (addresses).
+    #[cfg(any(test, feature = "metrics"))]
     pub(crate) fn len(&self) -> usize {
         self.by_addr.len()
     }
