@@ -45,6 +45,8 @@
 //! `source` is `manual`, `dns` or `file` (or the name given to [`Instrumented`]).
 
 mod endpoint;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod update;
 
 pub use self::endpoint::Endpoint;
