@@ -44,6 +44,7 @@ pub mod discover;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod retry;
 pub mod rng;
 pub mod telemetry;
 pub mod timeout;

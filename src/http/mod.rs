@@ -1,5 +1,29 @@
-//! HTTP-specific parts (feature `http`): status classification, deadline headers, and (in later
-//! modules) idempotency rules, body replay and the hyper connector.
+//! HTTP-specific parts (feature `http`): status classification, deadline headers, idempotency
+//! rules and body replay for retries, and (in later modules) the hyper connector.
+//!
+//! ## Retries
+//!
+//! [`RetryPolicy::http`](crate::retry::RetryPolicy::http) retries `http::Request<ReplayBody<B>>`
+//! with [`HttpReplay`]: wrap request bodies in a [`ReplayBody`] above the retry layer (it keeps a copy
+//! of up to 64 KiB while the first try streams), and only [idempotent](is_idempotent) requests are
+//! retried after a failure that may have reached the server:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use meshwork::http::ReplayBody;
+//! use meshwork::retry::{RetryLayer, RetryPolicy};
+//! use tower::ServiceBuilder;
+//!
+//! let client = tower::service_fn(|req: http::Request<ReplayBody<Full<Bytes>>>| async move {
+//!     Ok::<_, meshwork::BoxError>(http::Response::new(()))
+//! });
+//! let svc = ServiceBuilder::new()
+//!     .map_request(|req: http::Request<Full<Bytes>>| req.map(ReplayBody::new))
+//!     .layer(RetryLayer::new(RetryPolicy::http()))
+//!     .service(client);
+//! # let _ = svc;
+//! ```
 //!
 //! ## Deadline propagation
 //!
@@ -18,6 +42,8 @@
 
 mod connect;
 mod deadline;
+mod replay;
+mod retry;
 
 pub use self::connect::{ConnectConfig, EndpointFuture, HttpEndpoint, HttpVersion};
 
@@ -25,4 +51,6 @@ pub use self::deadline::{
     DEADLINE_HEADER, GRPC_TIMEOUT, PropagateDeadline, PropagateDeadlineLayer, format_grpc_timeout,
     parse_grpc_timeout,
 };
+pub use self::replay::{DEFAULT_REPLAY_LIMIT, ReplayBody};
+pub use self::retry::{HttpReplay, is_idempotent};
 pub use crate::classify::HttpClassify;
