@@ -7,6 +7,8 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
+mod breaker;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Service;
 
@@ -56,5 +58,5 @@ fn bare(c: &mut Criterion) {
     c.bench_function("bare", |b| b.iter(|| one_call(&mut svc, 0u64).unwrap()));
 }
 
-criterion_group!(benches, bare);
+criterion_group!(benches, bare, breaker::breaker);
 criterion_main!(benches);
