@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::State;
-use super::state::Shared;
+use super::state::{Shared, WaitSlot};
 use crate::available::Available;
 
 /// A handle on a breaker's shared state: read the state, or drive the manual switch.
@@ -26,14 +26,24 @@ use crate::available::Available;
 /// handle.clear_force();
 /// assert_eq!(handle.state(), State::Closed);
 /// ```
-#[derive(Clone)]
 pub struct BreakerHandle {
     shared: Arc<Shared>,
+    wait: WaitSlot,
+}
+
+impl Clone for BreakerHandle {
+    /// Another handle on the same breaker, with its own place to wait.
+    fn clone(&self) -> Self {
+        Self::new(self.shared.clone())
+    }
 }
 
 impl BreakerHandle {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            wait: WaitSlot::default(),
+        }
     }
 
     /// The current state. An open breaker whose backoff has elapsed is reported (and moved) as
@@ -67,7 +77,7 @@ impl Available for BreakerHandle {
     }
 
     fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
-        super::service::poll_available(&self.shared, cx)
+        super::service::poll_available(&self.shared, &self.wait, cx)
     }
 }
 

@@ -55,18 +55,24 @@
 //!
 //! ### How waiting tasks are woken
 //!
-//! A waiting task (gate-mode `poll_ready`, or `poll_available`) registers its waker in the shared
-//! state; the list is deduplicated with `Waker::will_wake` (one entry per waiting task) and emptied
-//! at every wake. Every state change wakes it. For the end of an open period the breaker arms **one
-//! timer per open period**, on the first registration: a small spawned task that sleeps until the
-//! probe is due, moves the breaker to half-open and wakes the waiters. One shared timer, rather than
-//! a `Sleep` in each clone, because `poll_available` takes `&self` (the balancer polls through a
-//! shared reference), because a hundred waiting clones then cost one timer instead of a hundred, and
-//! because the task holds only a weak reference, so a dropped breaker leaves nothing behind but a
-//! sleeping task that exits when it wakes. No timer is spawned when nobody waits (fail-fast mode, or
-//! a balancer that never polls). The open → half-open move is also made lazily by whoever looks at
-//! the state after the due time, so the timer is only needed to *wake* tasks. Waiting therefore
-//! requires a Tokio runtime, as any `tokio::time` timer does.
+//! A waiting clone (gate-mode `poll_ready`, or `poll_available`) registers in the breaker's
+//! [`tokio::sync::Notify`] through a slot of its own: the list holds at most one entry per waiting
+//! clone or handle, an entry leaves it when its clone is dropped, and a state change empties it. So
+//! the list is bounded by the number of live clones, whatever the number of requests or tasks that
+//! came and went. (As with tokio's `poll_*` methods on `&self`, only the task of the most recent
+//! poll through one clone is woken; give each waiting task its own clone.) Every state change wakes
+//! the waiters.
+//!
+//! For the end of an open period the breaker arms **one timer per open period**, on the first
+//! registration: a small spawned task that sleeps until the probe is due, moves the breaker to
+//! half-open and wakes the waiters. One shared timer rather than a `Sleep` in each clone, because
+//! `poll_available` takes `&self` (the balancer polls through a shared reference), because a hundred
+//! waiting clones then cost one timer instead of a hundred, and because the task holds only a weak
+//! reference, so a dropped breaker leaves nothing behind but a sleeping task that exits when it
+//! wakes. No timer is spawned when nobody waits (fail-fast mode, or a balancer that only reads
+//! `is_available`). The open → half-open move is also made lazily by whoever looks at the state
+//! after the due time, so the timer is only needed to *wake* tasks. Waiting therefore requires a
+//! Tokio runtime, as any `tokio::time` timer does.
 //!
 //! ## Cost
 //!

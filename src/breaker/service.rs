@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::future::{ResponseFuture, Role, Tracker};
-use super::state::{CLOSED, FORCED_CLOSED, FORCED_OPEN, HALF_OPEN, Shared, state_of};
+use super::state::{CLOSED, FORCED_CLOSED, FORCED_OPEN, HALF_OPEN, Shared, WaitSlot, state_of};
 use super::{BreakerConfig, BreakerHandle, Mode};
 use crate::BoxError;
 use crate::available::Available;
@@ -25,6 +25,7 @@ enum Permit {
 pub(crate) struct Local<C> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) classify: C,
+    wait: WaitSlot,
 }
 
 /// A circuit breaker in front of `S`: see the [module docs](crate::breaker).
@@ -75,6 +76,7 @@ impl<S, C> Breaker<S, C> {
             local: Arc::new(Local {
                 shared: Shared::new(&config),
                 classify,
+                wait: WaitSlot::default(),
             }),
             mode: config.mode,
             permit: Permit::None,
@@ -104,6 +106,7 @@ impl<S: Clone, C: Clone> Clone for Breaker<S, C> {
             local: Arc::new(Local {
                 shared: self.local.shared.clone(),
                 classify: self.local.classify.clone(),
+                wait: WaitSlot::default(),
             }),
             mode: self.mode,
             permit: Permit::None,
@@ -126,21 +129,31 @@ impl<S, C> Available for Breaker<S, C> {
     }
 
     fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
-        poll_available(&self.local.shared, cx)
+        poll_available(&self.local.shared, &self.local.wait, cx)
     }
 }
 
-/// `Ready` when a call would be admitted; otherwise registers `cx` (and the probe timer) first, then
-/// checks again so that a change between the check and the registration is not missed.
-pub(crate) fn poll_available(shared: &Arc<Shared>, cx: &mut Context<'_>) -> Poll<()> {
-    if shared.is_available() {
-        return Poll::Ready(());
-    }
-    shared.register(cx, shared.refresh(shared.load()));
-    if shared.is_available() {
-        Poll::Ready(())
-    } else {
-        Poll::Pending
+/// `Ready` when a call would be admitted; otherwise registers in `wait` (and arms the probe timer),
+/// then checks again, so that a change between the check and the registration is not missed.
+pub(crate) fn poll_available(
+    shared: &Arc<Shared>,
+    wait: &WaitSlot,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        if shared.is_available() {
+            return Poll::Ready(());
+        }
+        if wait
+            .poll(shared, cx, shared.refresh(shared.load()))
+            .is_pending()
+        {
+            return if shared.is_available() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
     }
 }
 
@@ -162,7 +175,7 @@ where
                 return self.inner.poll_ready(cx).map_err(Into::into);
             }
         }
-        let shared = &self.local.shared;
+        let Local { shared, wait, .. } = &*self.local;
         let mut registered = false;
         loop {
             let w = shared.load();
@@ -197,8 +210,9 @@ where
             if registered {
                 return Poll::Pending;
             }
-            shared.register(cx, w);
-            registered = true;
+            // Registered (check once more), or a change happened since the last registration
+            // (check again, and register anew if still refused).
+            registered = wait.poll(shared, cx, w).is_pending();
         }
     }
 

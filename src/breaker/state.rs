@@ -2,11 +2,15 @@
 //! waiters and the probe timer.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
 use super::config::BreakerConfig;
@@ -193,7 +197,8 @@ pub(crate) struct Shared {
     probes: u64,
     pub(crate) slow_call: Option<Duration>,
     cold: Mutex<Cold>,
-    waiters: Mutex<Vec<Waker>>,
+    /// Waiting clones and handles, each at most once (see [`WaitSlot`]).
+    notify: Arc<Notify>,
     #[cfg(feature = "metrics")]
     metrics: Metrics,
 }
@@ -238,7 +243,7 @@ impl Shared {
                 backoff: config.backoff.sequence(),
                 rng,
             }),
-            waiters: Mutex::new(Vec::new()),
+            notify: Arc::new(Notify::new()),
             #[cfg(feature = "metrics")]
             metrics: Metrics::new(&config.labels),
         })
@@ -539,26 +544,8 @@ impl Shared {
         self.metrics.rejected.increment(1);
     }
 
-    /// Registers the task in `cx` to be woken at the next state change, and, if the breaker is open,
-    /// makes sure the probe timer runs. Registration is deduplicated by `Waker::will_wake`, so the
-    /// list holds at most one waker per waiting task, and it is emptied at every wake.
-    pub(crate) fn register(self: &Arc<Self>, cx: &mut Context<'_>, w: u64) {
-        {
-            let mut waiters = lock(&self.waiters);
-            if !waiters.iter().any(|x| x.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-        }
-        if state_of(w) == OPEN {
-            self.arm_timer(epoch_of(w));
-        }
-    }
-
     fn wake_all(&self) {
-        let waiters = std::mem::take(&mut *lock(&self.waiters));
-        for w in waiters {
-            w.wake();
-        }
+        self.notify.notify_waiters();
     }
 
     /// Spawns, once per open period, a task that sleeps until the probe is due and then moves the
@@ -583,5 +570,40 @@ impl Shared {
                 at = at.max(Instant::now() + Duration::from_millis(1));
             }
         });
+    }
+}
+
+/// Where one clone (or one handle) waits for the breaker's next state change.
+///
+/// The slot holds a registration in the breaker's [`Notify`] list, so the list holds at most one
+/// entry per waiting clone, and a clone dropped while waiting leaves it. As with tokio's `poll_*`
+/// methods that take `&self`, only the task of the most recent poll through one slot is woken.
+#[derive(Default)]
+pub(crate) struct WaitSlot(Mutex<Option<Pin<Box<OwnedNotified>>>>);
+
+impl fmt::Debug for WaitSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitSlot")
+    }
+}
+
+impl WaitSlot {
+    /// Registers for the next state change (and, if the breaker is open in state word `w`, makes sure
+    /// the probe timer runs). `Ready` if a change happened since the last registration: the caller
+    /// checks the state again either way, so that a change just before registering is not missed.
+    pub(crate) fn poll(&self, shared: &Arc<Shared>, cx: &mut Context<'_>, w: u64) -> Poll<()> {
+        let mut slot = lock(&self.0);
+        let notified = slot.get_or_insert_with(|| Box::pin(shared.notify.clone().notified_owned()));
+        notified.as_mut().enable();
+        if state_of(w) == OPEN {
+            shared.arm_timer(epoch_of(w));
+        }
+        match notified.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                *slot = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }

@@ -508,3 +508,38 @@ fn metrics_are_emitted() {
         State::Closed.gauge_value()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_bounded_by_live_clones() {
+    let (mut svc, _) = breaker(
+        BreakerConfig::builder()
+            .consecutive_failures(1)
+            .backoff(constant(SEC)),
+    );
+    let _ = call(&mut svc, Out::Fail).await;
+    // A thousand requests, each with its own clone, wait and give up (an outer timeout, say).
+    for _ in 0..1000 {
+        let mut c = svc.clone();
+        let mut ready = tokio_test::task::spawn(c.ready());
+        assert_pending!(ready.poll());
+        // The registration holds the task's waker; dropping the request drops it.
+        assert_eq!(ready.waker_ref_count(), 2);
+        drop(ready);
+        drop(c);
+    }
+    // One clone polled many times holds one registration.
+    let mut c = svc.clone();
+    let mut ready = tokio_test::task::spawn(c.ready());
+    for _ in 0..100 {
+        assert_pending!(ready.poll());
+    }
+    assert_eq!(
+        ready.waker_ref_count(),
+        2,
+        "one registration, not a hundred"
+    );
+    tokio::time::advance(SEC).await;
+    tokio::task::yield_now().await;
+    assert!(ready.is_woken());
+    assert_ready_ok!(ready.poll());
+}
