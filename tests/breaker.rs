@@ -395,3 +395,85 @@ proptest! {
         })?;
     }
 }
+
+/// End to end over loopback: an HTTP endpoint that answers 503 trips a fail-fast breaker that uses
+/// `HttpClassify`; while open no request reaches the server; the probe closes it once it recovers.
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn http_endpoint_over_loopback() {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use meshwork::classify::HttpClassify;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let status = if n < 3 { 503 } else { 200 };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .body(Empty::<Bytes>::new())
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let client = tower::ServiceBuilder::new()
+        .map_err(BoxError::from)
+        .service(client);
+    let config = BreakerConfig::builder()
+        .consecutive_failures(3)
+        .backoff(Backoff::constant(Duration::from_millis(50)).unwrap())
+        .mode(Mode::FailFast)
+        .seeds(SeedSource::from_seed(3))
+        .build()
+        .unwrap();
+    let mut svc = Breaker::with_classify(client, config, HttpClassify::new());
+    let handle = svc.handle();
+    let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+    let get = || {
+        http::Request::get(uri.clone())
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    for _ in 0..3 {
+        let res = svc.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(res.status(), 503);
+    }
+    assert_eq!(handle.state(), State::Open);
+    for _ in 0..5 {
+        let err = svc.ready().await.unwrap().call(get()).await.unwrap_err();
+        assert!(err.is::<Open>(), "{err}");
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        3,
+        "no request reached the server"
+    );
+
+    // The probe timer wakes us when the probe is due; the probe finds the endpoint healthy.
+    poll_fn(|cx| handle.poll_available(cx)).await;
+    let res = svc.ready().await.unwrap().call(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(handle.state(), State::Closed);
+    assert_eq!(served.load(Ordering::SeqCst), 4);
+}
