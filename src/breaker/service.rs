@@ -193,6 +193,9 @@ where
                         self.permit = Permit::Probe(epoch);
                         return Poll::Ready(Ok(()));
                     }
+                    if state_of(shared.load()) != HALF_OPEN {
+                        continue; // closed or reopened meanwhile: decide again
+                    }
                 }
                 FORCED_OPEN => {}
                 _ => {

@@ -206,7 +206,7 @@ pub(crate) struct Shared {
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
-            .field("state", &self.state_now())
+            .field("state", &State::from_bits(state_of(self.load())))
             .finish_non_exhaustive()
     }
 }
