@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
+mod breaker;
 mod retry;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -58,5 +59,5 @@ fn bare(c: &mut Criterion) {
     c.bench_function("bare", |b| b.iter(|| one_call(&mut svc, 0u64).unwrap()));
 }
 
-criterion_group!(benches, bare, retry::retry);
+criterion_group!(benches, bare, retry::retry, breaker::breaker);
 criterion_main!(benches);
