@@ -435,11 +435,7 @@ fn parse_prometheus(text: &str) -> Vec<Sample> {
     out
 }
 
-fn metric(
-    parsed: &[Sample],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn metric(parsed: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     parsed
         .iter()
         .find(|(n, ls, _)| {
