@@ -573,3 +573,113 @@ async fn sigterm_drains_in_flight_refuses_new_and_exits_zero() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_connections_are_capped() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        idle_timeout = "300ms"
+        max_connections = 1
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // First connection: one keep-alive request, then idle.
+    let mut first = TcpStream::connect(sidecar.addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // Second connection while the first holds the only slot: not served yet.
+    let mut second = TcpStream::connect(sidecar.addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(150), second.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+
+    // The idle first connection is closed by the proxy...
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    // ...which frees the slot for the second.
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf))
+        .await
+        .expect("the waiting connection is served once a slot frees")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(backend.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_one_line_per_request() {
+    let backend = Backend::start("a").await;
+    let mut child = tokio::process::Command::new(sidecar_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            "--upstream",
+            &backend.addr.to_string(),
+        ])
+        .env("RUST_LOG", "meshwork::access=info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    assert_eq!(
+        get(&format!("http://{addr}/logged")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&format!("http://{addr}/status/503")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("meshwork::access"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("path=/logged") && lines[0].contains("status=200"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("status=503") && lines[1].contains("upstream=default"),
+        "{log}"
+    );
+}

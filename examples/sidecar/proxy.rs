@@ -148,9 +148,9 @@ impl Proxy {
                     client = %client,
                     method = %method,
                     path = %path,
-                    upstream = upstream.as_deref().unwrap_or("-"),
+                    upstream = %upstream.as_deref().unwrap_or("-"),
                     status = res.status().as_u16(),
-                    duration_ms = start.elapsed().as_secs_f64() * 1e3,
+                    duration = ?start.elapsed(),
                 );
             }
             res
