@@ -679,6 +679,46 @@ mod tests {
     }
 
     #[test]
+    fn discovery_kinds_need_their_feature() {
+        let static_ = r#"discovery = { kind = "static", endpoints = ["127.0.0.1:8081"] }"#;
+        let cases = [
+            (
+                r#"discovery = { kind = "dns", name = "users", port = 80 }"#,
+                "dns",
+                cfg!(feature = "dns"),
+            ),
+            (
+                r#"discovery = { kind = "file", path = "users.toml" }"#,
+                "file",
+                cfg!(feature = "file"),
+            ),
+            (
+                r#"discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc" }"#,
+                "etcd",
+                cfg!(feature = "etcd"),
+            ),
+        ];
+        for (line, feature, enabled) in cases {
+            let result = Config::from_toml(&GOOD.replace(static_, line));
+            if enabled {
+                assert!(result.is_ok(), "{result:?}");
+            } else {
+                let err = result.unwrap_err();
+                assert!(
+                    err.contains("upstreams.users.discovery.kind") && err.contains(feature),
+                    "{err}"
+                );
+            }
+        }
+        let err = Config::from_toml(&GOOD.replace(
+            static_,
+            r#"discovery = { kind = "static", endpoints = [] }"#,
+        ))
+        .unwrap_err();
+        assert!(err.contains("upstreams.users.discovery.endpoints"), "{err}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(Dur::parse("250ms").unwrap(), millis(250));
         assert_eq!(Dur::parse("2m").unwrap(), secs(120));

@@ -1,4 +1,5 @@
-//! Header rewriting at the proxy: hop-by-hop headers removed in both directions (RFC 9110 §7.6.1),
+//! Header rewriting at the proxy: hop-by-hop headers removed in both directions (RFC 9110 §7.6.1;
+//! `TE: trailers` survives on requests, as gRPC needs),
 //! `X-Forwarded-For`, `Forwarded` and `Via` added on the way to the upstream, `Via` on the way back.
 
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +44,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in proxy {
         headers.remove(name);
+    }
+}
+
+/// [`remove_hop_by_hop`] for a request, except that `TE: trailers` is kept when the client sent
+/// it: this proxy passes trailers through, and gRPC servers require the header.
+pub fn remove_hop_by_hop_request(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
+    remove_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -102,6 +124,18 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_survives_on_requests() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "gzip, trailers".parse().unwrap());
+        remove_hop_by_hop_request(&mut h);
+        assert_eq!(h[header::TE], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "gzip".parse().unwrap());
+        remove_hop_by_hop_request(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

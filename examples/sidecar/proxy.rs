@@ -219,7 +219,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path_and_query);
-        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::remove_hop_by_hop_request(&mut parts.headers);
         headers::add_forwarded(&mut parts.headers, client, "http");
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let body: ProxyBody = BodyExt::boxed(Limited::new(body, limit));

@@ -17,12 +17,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
@@ -32,6 +33,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use meshwork::BoxError;
 use meshwork::classify::{Class, Classify, HttpClassify};
+use meshwork::discover::{BoxDiscover, Endpoint, Update};
 use meshwork::http::PropagateDeadlineLayer;
 use meshwork::timeout::{DeadlineLayer, TimeoutLayer};
 use metrics::{Counter, Gauge, Histogram};
@@ -95,22 +97,7 @@ pub struct Upstream {
 /// Must be called inside a tokio runtime. Fails when the configuration asks for something this
 /// build cannot do (a discovery source that is not wired yet), naming the field.
 pub fn build(name: &str, config: &UpstreamConfig) -> Result<Upstream, BoxError> {
-    let addrs = match &config.discovery {
-        Discovery::Static { endpoints } => endpoints.clone(),
-        other => {
-            let kind = match other {
-                Discovery::Dns { .. } => "dns",
-                Discovery::File { .. } => "file",
-                _ => "etcd",
-            };
-            return Err(format!(
-                "upstreams.{name}.discovery.kind: `{kind}` discovery is validated but not wired into \
-                 the sidecar yet; use `static`"
-            )
-            .into());
-        }
-    };
-
+    let source = discovery(name, &config.discovery)?;
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.timeouts.total.0));
@@ -128,18 +115,27 @@ pub fn build(name: &str, config: &UpstreamConfig) -> Result<Upstream, BoxError> 
     let client = builder.build(http);
 
     let labels_name: Arc<str> = Arc::from(name);
-    let endpoints = addrs
-        .iter()
-        .map(|&addr| Arc::new(EndpointState::new(&labels_name, addr)))
-        .collect::<Vec<_>>();
-    metrics::gauge!("meshwork_sidecar_endpoints", "upstream" => name.to_owned())
-        .set(endpoints.len() as f64);
     let shared = Arc::new(Shared {
-        endpoints: ArcSwap::from_pointee(endpoints),
+        name: labels_name.clone(),
+        endpoints: ArcSwap::from_pointee(Vec::new()),
+        endpoint_count: metrics::gauge!("meshwork_sidecar_endpoints", "upstream" => name.to_owned()),
+        discovery_errors: metrics::counter!(
+            "meshwork_sidecar_discovery_errors_total",
+            "upstream" => name.to_owned()
+        ),
         next: AtomicUsize::new(0),
         client,
         version,
     });
+    match source {
+        // A static list is applied before the listener opens: ready from the first request.
+        Source::Static(addrs) => shared.apply(Update::Reset(
+            addrs.into_iter().map(Endpoint::new).collect(),
+        )),
+        Source::Stream(stream) => {
+            tokio::spawn(drive(Arc::downgrade(&shared), stream));
+        }
+    }
 
     let total = DeadlineLayer::new(config.timeouts.total.0)?;
     let per_try = config
@@ -232,10 +228,142 @@ impl Drop for InFlight {
 }
 
 struct Shared {
+    name: Arc<str>,
     endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
+    endpoint_count: Gauge,
+    discovery_errors: Counter,
     next: AtomicUsize,
     client: Client<HttpConnector, ProxyBody>,
     version: Version,
+}
+
+impl Shared {
+    /// Applies a discovery update. Endpoints that stay keep their state (in-flight count, metric
+    /// handles); the set is swapped atomically, so requests never see a half-applied update.
+    fn apply(&self, update: Update) {
+        let current = self.endpoints.load_full();
+        let mut next: Vec<Arc<EndpointState>> = match &update {
+            Update::Reset(list) => {
+                let mut addrs: Vec<SocketAddr> = list.iter().map(Endpoint::addr).collect();
+                addrs.sort();
+                addrs.dedup();
+                addrs
+                    .into_iter()
+                    .map(|addr| {
+                        current
+                            .iter()
+                            .find(|ep| ep.addr == addr)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(EndpointState::new(&self.name, addr)))
+                    })
+                    .collect()
+            }
+            Update::Insert(ep) => {
+                let mut v = (*current).clone();
+                if !v.iter().any(|e| e.addr == ep.addr()) {
+                    v.push(Arc::new(EndpointState::new(&self.name, ep.addr())));
+                }
+                v
+            }
+            Update::Remove(addr) => current
+                .iter()
+                .filter(|e| e.addr != *addr)
+                .cloned()
+                .collect(),
+        };
+        next.sort_by_key(|e| e.addr);
+        for ep in next
+            .iter()
+            .filter(|e| !current.iter().any(|c| c.addr == e.addr))
+        {
+            tracing::info!(upstream = %self.name, endpoint = %ep.addr, "endpoint added");
+        }
+        for ep in current
+            .iter()
+            .filter(|c| !next.iter().any(|e| e.addr == c.addr))
+        {
+            tracing::info!(upstream = %self.name, endpoint = %ep.addr, "endpoint removed");
+        }
+        self.endpoint_count.set(next.len() as f64);
+        self.endpoints.store(Arc::new(next));
+    }
+}
+
+/// Where an upstream's endpoints come from, once built.
+enum Source {
+    /// A fixed list.
+    Static(Vec<SocketAddr>),
+    /// A discovery stream, driven in the background.
+    #[cfg_attr(not(feature = "dns"), allow(dead_code))]
+    Stream(BoxDiscover),
+}
+
+/// The discovery source of upstream `name`. Sources the library does not provide yet fail here,
+/// naming the field.
+fn discovery(name: &str, config: &Discovery) -> Result<Source, BoxError> {
+    match config {
+        Discovery::Static { endpoints } => Ok(Source::Static(endpoints.clone())),
+        #[cfg(feature = "dns")]
+        Discovery::Dns {
+            name: host,
+            port,
+            refresh,
+        } => Ok(Source::Stream(dns(host.clone(), *port, refresh.0))),
+        other => {
+            let kind = match other {
+                Discovery::Dns { .. } => "dns",
+                Discovery::File { .. } => "file",
+                _ => "etcd",
+            };
+            Err(format!(
+                "upstreams.{name}.discovery.kind: `{kind}` discovery is validated but not wired \
+                 into the sidecar yet; use `static`"
+            )
+            .into())
+        }
+    }
+}
+
+/// Resolves `host` with the system resolver now and every `refresh`, as `Reset` updates. A failed
+/// or empty answer is an error item: the last good set stays.
+#[cfg(feature = "dns")]
+fn dns(host: String, port: u16, refresh: std::time::Duration) -> BoxDiscover {
+    Box::pin(futures_util::stream::unfold(true, move |first| {
+        let host = host.clone();
+        async move {
+            if !first {
+                tokio::time::sleep(refresh).await;
+            }
+            let item = match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(addrs) => {
+                    let list: Vec<Endpoint> = addrs.map(Endpoint::new).collect();
+                    if list.is_empty() {
+                        Err(format!("{host} resolved to no address").into())
+                    } else {
+                        Ok(Update::Reset(list))
+                    }
+                }
+                Err(e) => Err(BoxError::from(e)),
+            };
+            Some((item, false))
+        }
+    }))
+}
+
+/// Applies a discovery stream's updates until the stream ends or the upstream is dropped.
+async fn drive(shared: Weak<Shared>, mut source: BoxDiscover) {
+    while let Some(item) = source.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match item {
+            Ok(update) => shared.apply(update),
+            Err(e) => {
+                shared.discovery_errors.increment(1);
+                tracing::warn!(upstream = %shared.name, error = %e, "discovery failed; keeping the last good endpoints");
+            }
+        }
+    }
 }
 
 impl EndpointsView for Shared {
