@@ -72,7 +72,7 @@ pub fn remove_hop_by_hop_request(headers: &mut HeaderMap) {
 /// likewise appended) and `Via`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
     let ip = client.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match joined(headers, "x-forwarded-for") {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.to_string(),
     };
@@ -83,7 +83,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
         IpAddr::V6(v6) => format!("\"[{v6}]\""),
     };
     let fwd = format!("for={node};proto={proto}");
-    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+    let fwd = match joined(headers, header::FORWARDED.as_str()) {
         Some(prev) => format!("{prev}, {fwd}"),
         None => fwd,
     };
@@ -93,11 +93,21 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
 
 /// Appends this proxy to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+    let via = match joined(headers, header::VIA.as_str()) {
         Some(prev) => format!("{prev}, {VIA}"),
         None => VIA.to_owned(),
     };
     insert(headers, header::VIA, via);
+}
+
+/// Every value of a list header, joined with `, ` (a client may send the header more than once).
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
@@ -142,8 +152,10 @@ mod tests {
     fn forwarded_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
         add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), "http");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http");
         assert_eq!(h[header::VIA], VIA);
         let mut h = HeaderMap::new();

@@ -41,7 +41,33 @@ pub fn sidecar_bin() -> PathBuf {
          `cargo build --all-features --example sidecar`)",
         bin.display()
     );
+    // `cargo test --test sidecar` does not rebuild examples: refuse to test a stale binary.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest = newest_source(&root.join("examples/sidecar"))
+        .max(newest_source(&root.join("src")))
+        .expect("sources exist");
+    assert!(
+        built >= newest,
+        "{} is older than its sources: rebuild it with `cargo build --all-features --example \
+         sidecar` (or run `cargo test --all-features`, which builds examples)",
+        bin.display()
+    );
     bin
+}
+
+fn newest_source(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// Writes `text` to a fresh file in the temp directory.
