@@ -3,6 +3,9 @@
 //! Run with `cargo test --all-features --test sidecar` (the sidecar example must be built: `cargo
 //! test --all-features` builds it).
 
+// The sidecar example needs these features (see its `required-features`).
+#![cfg(all(feature = "http", feature = "metrics"))]
+
 mod sidecar_support;
 
 use std::time::Duration;
@@ -172,6 +175,31 @@ async fn hop_by_hop_removed_and_forwarding_headers_added() {
     );
     assert!(seen.contains("via: 1.1 meshwork"), "{seen}");
     assert!(seen.contains(&format!("host: {}", sidecar.addr)), "{seen}");
+    // And on the way back.
+    let (status, _) = get(&sidecar.url("/hop")).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = client()
+        .request(Request::get(sidecar.url("/hop")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    for gone in ["x-internal", "proxy-authenticate", "keep-alive"] {
+        assert!(
+            res.headers().get(gone).is_none(),
+            "{gone}: {:?}",
+            res.headers()
+        );
+    }
+    assert_eq!(res.headers()["x-public"], "yes");
+    assert_eq!(res.headers()["via"], "1.1 meshwork");
+
+    // The deadline travels on: the upstream is told how much of the 15 s default total is left.
+    let left: u64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("meshwork-timeout-ms: "))
+        .expect("deadline header forwarded")
+        .parse()
+        .unwrap();
+    assert!(left > 0 && left <= 15_000, "{left}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +312,27 @@ async fn unconfigured_destinations_are_refused_never_forwarded() {
             String::from_utf8_lossy(req)
         );
     }
+    // HTTP/2 carries the destination in :authority: an unconfigured one is refused too.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (authority, status) in [("evil.example", 404), ("app.local", 200)] {
+        let res = h2
+            .send_request(
+                Request::get(format!("http://{authority}/h2"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{authority}");
+    }
+
     // An absolute-form request for the configured host goes to the configured upstream.
     let abs = raw(
         addr,
@@ -291,7 +340,7 @@ async fn unconfigured_destinations_are_refused_never_forwarded() {
     )
     .await;
     assert!(abs.starts_with("HTTP/1.1 200"), "{abs:?}");
-    assert_eq!(backend.hits(), 2, "a refused request reached the backend");
+    assert_eq!(backend.hits(), 3, "a refused request reached the backend");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,6 +564,22 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         ),
         Some(2.0)
     );
+
+    // In flight shows while a request is under way.
+    let slow_url = sidecar.url("/slow/1000");
+    let slow = tokio::spawn(async move { get(&slow_url).await });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+            if String::from_utf8_lossy(&json).contains("\"in_flight\":1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("/endpoints shows the request in flight");
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
 
     let (status, json) = get(&sidecar.admin_url("/endpoints")).await;
     assert_eq!(status, StatusCode::OK);

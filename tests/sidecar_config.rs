@@ -1,6 +1,9 @@
 //! The sidecar's configuration checks, through the real process: every mistake fails at start
 //! with a message naming the field, and `--check` validates without starting.
 
+// The sidecar example needs these features (see its `required-features`).
+#![cfg(all(feature = "http", feature = "metrics"))]
+
 mod sidecar_support;
 
 use std::process::Output;

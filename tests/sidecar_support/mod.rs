@@ -184,6 +184,7 @@ impl Sidecar {
 /// - `/chunked`: 64 chunks of 1000 bytes, streamed without a length;
 /// - `/slow/MS`: answers after MS milliseconds;
 /// - `/status/CODE`: answers CODE;
+/// - `/hop`: answers with hop-by-hop headers (`Connection: x-internal`, `X-Internal`, …);
 /// - anything else: `hello from NAME`.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -258,6 +259,15 @@ async fn backend_handle(
             .collect::<Vec<_>>();
         let stream = futures_util::stream::iter(chunks);
         Response::new(StreamBody::new(stream).boxed())
+    } else if path == "/hop" {
+        Response::builder()
+            .header("connection", "x-internal")
+            .header("x-internal", "secret")
+            .header("proxy-authenticate", "Basic")
+            .header("keep-alive", "timeout=5")
+            .header("x-public", "yes")
+            .body(full("hop".into()))
+            .unwrap()
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
         Response::new(full("slow done".into()))
