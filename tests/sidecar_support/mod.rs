@@ -180,6 +180,7 @@ impl Sidecar {
 /// A loopback backend (HTTP/1.1 and h2c) that counts the requests it answers.
 ///
 /// - `/echo`: streams the request body back;
+/// - `/count`: reads the whole request body, answers its length;
 /// - `/headers`: the request's headers, one `name: value` line each, sorted;
 /// - `/chunked`: 64 chunks of 1000 bytes, streamed without a length;
 /// - `/slow/MS`: answers after MS milliseconds;
@@ -259,6 +260,15 @@ async fn backend_handle(
             .collect::<Vec<_>>();
         let stream = futures_util::stream::iter(chunks);
         Response::new(StreamBody::new(stream).boxed())
+    } else if path == "/count" {
+        match req.into_body().collect().await {
+            Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
+            Err(_) => {
+                let mut res = Response::new(full("body error".into()));
+                *res.status_mut() = StatusCode::BAD_REQUEST;
+                res
+            }
+        }
     } else if path == "/hop" {
         Response::builder()
             .header("connection", "x-internal")
