@@ -538,6 +538,14 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         );
     }
 
+    // Refused locally, never forwarded: counted by status.
+    let refused = raw(
+        sidecar.addr,
+        b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 421"), "{refused}");
+
     let (status, text) = get(&sidecar.admin_url("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(text.to_vec()).unwrap();
@@ -572,6 +580,24 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         assert_eq!(count, Some(8.0), "{text}");
     }
     assert_eq!(a.hits() + b.hits(), 16);
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_refused_total",
+            &[("status", "421")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_refused_total",
+            &[("status", "404")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(
         metric(
             &parsed,

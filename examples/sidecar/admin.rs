@@ -15,6 +15,8 @@
 //! | `meshwork_sidecar_request_duration_seconds` | histogram | `upstream`, `endpoint` | time until the response head (or the failure) |
 //! | `meshwork_sidecar_endpoint_in_flight` | gauge | `upstream`, `endpoint` | requests in flight, until their response body ends |
 //! | `meshwork_sidecar_endpoints` | gauge | `upstream` | endpoints known |
+//! | `meshwork_sidecar_discovery_errors_total` | counter | `upstream` | failed discovery answers (the last good endpoints stay) |
+//! | `meshwork_sidecar_refused_total` | counter | `status` | requests the proxy refused itself (400, 404, 405, 413, 421), never forwarded |
 //!
 //! The breaker, retry and balancer layers add theirs (breaker state, retries, requeues, budget
 //! exhausted) under the same `upstream` label once the client builder is wired in.

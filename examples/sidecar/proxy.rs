@@ -60,6 +60,27 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     max_body_bytes: u64,
     access_log: bool,
+    refused: Refused,
+}
+
+/// Counters of requests the proxy answered itself, by status; handles made once.
+struct Refused([(StatusCode, metrics::Counter); 5]);
+
+impl Refused {
+    fn new() -> Self {
+        Self([400, 404, 405, 413, 421].map(|code| {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            let counter =
+                metrics::counter!("meshwork_sidecar_refused_total", "status" => code.to_string());
+            (status, counter)
+        }))
+    }
+
+    fn count(&self, status: StatusCode) {
+        if let Some((_, c)) = self.0.iter().find(|(s, _)| *s == status) {
+            c.increment(1);
+        }
+    }
 }
 
 impl Proxy {
@@ -82,6 +103,7 @@ impl Proxy {
             upstreams,
             max_body_bytes: config.listener.max_body_bytes,
             access_log: config.access_log,
+            refused: Refused::new(),
         }
     }
 
@@ -124,6 +146,9 @@ impl Proxy {
             .access_log
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let next = self.route_request(req, client);
+        if let Next::Local(res) = &next {
+            self.refused.count(res.status());
+        }
         async move {
             let (res, upstream) = match next {
                 Next::Local(res) => (res, None),
