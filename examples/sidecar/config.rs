@@ -718,6 +718,30 @@ mod tests {
         assert!(err.contains("upstreams.users.discovery.endpoints"), "{err}");
     }
 
+    fn toml_block(text: &str) -> &str {
+        let start = text.find("```toml\n").expect("a toml block") + 8;
+        let end = start + text[start..].find("```").expect("the block ends");
+        &text[start..end]
+    }
+
+    #[test]
+    fn documented_examples_are_valid() {
+        let module_docs: String = include_str!("config.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (name, text) in [
+            ("config.rs", module_docs.as_str()),
+            ("README.md", include_str!("../../README.md")),
+        ] {
+            if let Err(e) = Config::from_toml(toml_block(text)) {
+                panic!("the example in {name} is invalid: {e}");
+            }
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(Dur::parse("250ms").unwrap(), millis(250));
