@@ -7,6 +7,11 @@
 //! proxy receives) is refused with 421 unless its authority is the host of a configured route; a
 //! request whose absolute-form authority and Host header disagree is refused with 400.
 //!
+//! A path prefix matches as a string prefix of the path as sent (like Envoy's `prefix`; `/users`
+//! also matches `/usersettings`, so write `/users/` when that matters), without normalisation: use
+//! routes for routing, not for access control. Upgrades (WebSocket, the HTTP/2 `Upgrade: h2c`
+//! dance) are not proxied: `Upgrade` is hop-by-hop and removed.
+//!
 //! Local answers, each with a one-line text body:
 //!
 //! | status | when |
