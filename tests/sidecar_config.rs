@@ -54,6 +54,7 @@ fn with(find: &str, replace: &str) -> String {
 async fn check_accepts_a_valid_file() {
     let path = temp_file("good.toml", GOOD);
     let out = run(&["--config", path.to_str().unwrap(), "--check"]).await;
+    let _ = std::fs::remove_file(&path);
     assert!(
         out.status.success(),
         "{}",
@@ -114,6 +115,7 @@ async fn five_mistakes_each_fail_at_start_naming_the_field() {
             &["--config", path.to_str().unwrap()]
         };
         let out = run(args).await;
+        let _ = std::fs::remove_file(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} started: {text}");
         assert!(
@@ -146,6 +148,7 @@ async fn usage_errors_fail_with_a_message() {
         "127.0.0.1:1",
     ])
     .await;
+    let _ = std::fs::remove_file(&path);
     assert!(!out.status.success(), "--config and --upstream together");
 
     let out = run(&["--config", "/nonexistent/meshwork.toml"]).await;

@@ -142,7 +142,7 @@ impl Sidecar {
     /// Starts from a config file holding `toml`, ports chosen by the OS.
     pub async fn with_config(toml: &str) -> Sidecar {
         let path = temp_file("sidecar.toml", toml);
-        Self::spawn(&[
+        let sidecar = Self::spawn(&[
             "--config",
             path.to_str().unwrap(),
             "--listen",
@@ -150,7 +150,10 @@ impl Sidecar {
             "--admin",
             "127.0.0.1:0",
         ])
-        .await
+        .await;
+        // Read at start; no longer needed once the sidecar listens.
+        let _ = std::fs::remove_file(path);
+        sidecar
     }
 
     pub fn url(&self, path: &str) -> String {
