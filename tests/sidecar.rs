@@ -356,11 +356,17 @@ async fn upstream_failures_map_to_502_and_504() {
         path_prefix = "/down"
         upstream = "down"
         [[routes]]
+        path_prefix = "/try/"
+        upstream = "try"
+        [[routes]]
         upstream = "a"
+        [upstreams.try]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ per_try = "100ms", total = "5s" }}
         [upstreams.down]
         discovery = {{ kind = "static", endpoints = ["{closed}"] }}
         [upstreams.a]
-        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
         timeouts = {{ total = "300ms" }}
         "#,
         backend.addr
@@ -374,6 +380,12 @@ async fn upstream_failures_map_to_502_and_504() {
     let (status, body) = get(&sidecar.url("/slow/3000")).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(body, "deadline exceeded before the upstream answered\n");
+
+    // One try's timeout: 504 too, saying so.
+    let (status, body) = get(&sidecar.url("/try/slow/3000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body, "upstream timed out\n");
+    assert_eq!(get(&sidecar.url("/try/slow/1")).await.0, StatusCode::OK);
 
     // A caller's shorter budget wins over the configured total.
     let res = client()

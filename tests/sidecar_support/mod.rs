@@ -186,7 +186,7 @@ impl Sidecar {
 /// - `/count`: reads the whole request body, answers its length;
 /// - `/headers`: the request's headers, one `name: value` line each, sorted;
 /// - `/chunked`: 64 chunks of 1000 bytes, streamed without a length;
-/// - `/slow/MS`: answers after MS milliseconds;
+/// - `…/slow/MS`: answers after MS milliseconds;
 /// - `/status/CODE`: answers CODE;
 /// - `/hop`: answers with hop-by-hop headers (`Connection: x-internal`, `X-Internal`, …);
 /// - anything else: `hello from NAME`.
@@ -281,7 +281,7 @@ async fn backend_handle(
             .header("x-public", "yes")
             .body(full("hop".into()))
             .unwrap()
-    } else if let Some(ms) = path.strip_prefix("/slow/") {
+    } else if let Some((_, ms)) = path.split_once("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
         Response::new(full("slow done".into()))
     } else if let Some(code) = path.strip_prefix("/status/") {
