@@ -1,0 +1,184 @@
+//! The admin listener (default `127.0.0.1:9990`; keep it on loopback).
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/metrics` | Prometheus text format: the sidecar's metrics and every `meshwork_` metric the library layers emit |
+//! | `/ready` | 200 once the proxy listens and at least one upstream has an endpoint, else 503 |
+//! | `/live` | 200 while the process runs |
+//! | `/endpoints` | JSON: every upstream's endpoints with their load, breaker state and in-flight count |
+//!
+//! Metrics the sidecar itself records:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `meshwork_sidecar_requests_total` | counter | `upstream`, `endpoint`, `class` | forwarded tries by outcome class (`success`, `retryable`, `non_retryable`, `ignorable`, by `HttpClassify`) |
+//! | `meshwork_sidecar_request_duration_seconds` | histogram | `upstream`, `endpoint` | time until the response head (or the failure) |
+//! | `meshwork_sidecar_endpoint_in_flight` | gauge | `upstream`, `endpoint` | requests in flight, until their response body ends |
+//! | `meshwork_sidecar_endpoints` | gauge | `upstream` | endpoints known |
+//! | `meshwork_sidecar_discovery_errors_total` | counter | `upstream` | failed discovery answers (the last good endpoints stay) |
+//! | `meshwork_sidecar_refused_total` | counter | `status` | requests the proxy refused itself (400, 404, 405, 413, 421), never forwarded |
+//!
+//! The breaker, retry and balancer layers add theirs (breaker state, retries, requeues, budget
+//! exhausted) under the same `upstream` label once the client builder is wired in.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::upstream::Upstream;
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    /// Renders the Prometheus text.
+    pub metrics: PrometheusHandle,
+    /// The upstreams.
+    pub upstreams: Vec<Upstream>,
+    /// Set once the proxy listener is bound and serving.
+    pub listening: AtomicBool,
+}
+
+impl AdminState {
+    fn ready(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+            && self
+                .upstreams
+                .iter()
+                .any(|u| !u.view.endpoints().is_empty())
+    }
+
+    fn endpoints_json(&self) -> String {
+        let mut out = String::from("{\"upstreams\":[");
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{{\"name\":{},\"endpoints\":[", json_str(&u.name));
+            for (j, ep) in u.view.endpoints().iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                let load = ep
+                    .load
+                    .filter(|l| l.is_finite())
+                    .map_or("null".to_owned(), |l| l.to_string());
+                let breaker = ep.breaker.map_or("null".to_owned(), json_str);
+                let _ = write!(
+                    out,
+                    "{{\"address\":{},\"in_flight\":{},\"load\":{load},\"breaker\":{breaker}}}",
+                    json_str(&ep.addr.to_string()),
+                    ep.in_flight,
+                );
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}\n");
+        out
+    }
+
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut res = text(StatusCode::OK, self.metrics.render());
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                res
+            }
+            "/live" => text(StatusCode::OK, "live\n".into()),
+            "/ready" if self.ready() => text(StatusCode::OK, "ready\n".into()),
+            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+            "/endpoints" => {
+                let mut res = text(StatusCode::OK, self.endpoints_json());
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Serves the admin endpoints until `shutdown` flips.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let res = state.respond(&req);
+                async move { Ok::<_, Infallible>(res) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

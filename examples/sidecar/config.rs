@@ -1,0 +1,753 @@
+//! The sidecar's configuration: a TOML file (`--config FILE`) or the simple command line
+//! (`--listen ADDR --upstream ADDR[,ADDR...]`), validated in full before anything starts.
+//!
+//! Every table rejects unknown fields, and every value is checked at start: a mistake fails with a
+//! message naming the field path, for example
+//! `upstreams.users.retry.budget_percent: must be between 0 and 100`.
+//!
+//! Durations are strings with a unit: `"250ms"`, `"2s"`, `"5m"`, `"1h"` (also `us`).
+//!
+//! ```toml
+//! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
+//! shutdown_drain_timeout = "30s"    # how long in-flight requests may finish after SIGTERM
+//! access_log = false                # one line per request under the `meshwork::access` target
+//!
+//! [listener]
+//! address = "127.0.0.1:4140"
+//! max_header_bytes = 65536          # a request head over this gets 431 (at least 8192)
+//! max_headers = 100                 # more header fields than this gets 431
+//! max_body_bytes = 10485760         # 413 on a larger Content-Length; a longer stream is cut off
+//! header_read_timeout = "10s"       # a client that sends its head more slowly is cut off
+//! idle_timeout = "60s"              # an idle keep-alive connection is closed
+//! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
+//!
+//! [[routes]]                        # first match wins; a request that matches none is refused
+//! host = "users.internal"           # optional: Host (or HTTP/2 :authority), port ignored
+//! path_prefix = "/"                 # optional, default "/"
+//! upstream = "users"
+//!
+//! [upstreams.users]
+//! http_version = "http1"            # or "http2" (prior knowledge)
+//! discovery = { kind = "static", endpoints = ["127.0.0.1:8081", "127.0.0.1:8082"] }
+//! # discovery = { kind = "dns", name = "users.internal", port = 8080, refresh = "30s" }   (feature dns)
+//! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
+//! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc/users" } (feature etcd)
+//! timeouts = { per_try = "2s", total = "15s" }
+//! balancer = { load = "peak_ewma", decay = "10s" }
+//! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "30s", min_requests = 10, backoff_base = "5s", backoff_max = "60s" }
+//! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "1s", replay_limit_bytes = 65536 }
+//! ```
+//!
+//! The `balancer`, `breaker` and `retry` sections are parsed and validated now; the client builder
+//! wires them into the forwarding stack (see `upstream.rs`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration mistake: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `upstreams.users.retry.budget_percent`.
+    pub field: String,
+    /// What the value must be.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// A duration written as a string with a unit (`"250ms"`, `"2s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Parses `"<integer><unit>"`, unit one of `us ms s m h`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (use us, ms, s, m or h)"))?;
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number followed by a unit"))?;
+        let d = match unit {
+            "us" => Duration::from_micros(n),
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(format!("`{s}` has an unknown unit (use us, ms, s, m or h)")),
+        };
+        Ok(Self(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn secs(n: u64) -> Dur {
+    Dur(Duration::from_secs(n))
+}
+
+fn millis(n: u64) -> Dur {
+    Dur(Duration::from_millis(n))
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Admin listener address (default `127.0.0.1:9990`).
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT (default 30 s).
+    #[serde(default = "default_drain")]
+    pub shutdown_drain_timeout: Dur,
+    /// One `info` line per request under target `meshwork::access` (default off).
+    #[serde(default)]
+    pub access_log: bool,
+    /// The proxy listener and its limits.
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    /// Routing rules, first match wins.
+    pub routes: Vec<Route>,
+    /// Named upstreams.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9990))
+}
+
+fn default_drain() -> Dur {
+    secs(30)
+}
+
+/// The proxy listener. Defaults follow Envoy's and hyper's conservative values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address to listen on (default `127.0.0.1:4140`, Linkerd's outbound port).
+    pub address: SocketAddr,
+    /// Largest request head in bytes (default 64 KiB; at least 8192). Larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request (default 100). More gets 431.
+    pub max_headers: usize,
+    /// Largest request body in bytes (default 10 MiB). A larger `Content-Length` gets 413; a
+    /// streamed body that grows past it is cut off.
+    pub max_body_bytes: u64,
+    /// Time a client has to send its request head (default 10 s).
+    pub header_read_timeout: Dur,
+    /// An idle keep-alive connection is closed after this (default 60 s).
+    pub idle_timeout: Dur,
+    /// Most open client connections (default 10,000). Beyond it the proxy stops accepting until
+    /// one closes: new connections wait in the kernel's backlog instead of being dropped.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 4140)),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: secs(10),
+            idle_timeout: secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A routing rule: requests for `host` (any host if absent) whose path starts with `path_prefix`
+/// go to `upstream`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Host name to match (case-insensitive, without port). Absent: any Host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix to match (default `/`).
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Name of the upstream in `[upstreams]`.
+    pub upstream: String,
+}
+
+fn default_prefix() -> String {
+    "/".to_owned()
+}
+
+/// HTTP version used toward an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpVersion {
+    /// HTTP/1.1 with a keep-alive pool (default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), multiplexed.
+    Http2,
+}
+
+/// One upstream: where its endpoints come from and how requests to it are made.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Discovery source.
+    pub discovery: Discovery,
+    /// HTTP version toward the endpoints (default `http1`).
+    #[serde(default)]
+    pub http_version: HttpVersion,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Balancer.
+    #[serde(default)]
+    pub balancer: Balancer,
+    /// Circuit breaker per endpoint.
+    #[serde(default)]
+    pub breaker: Breaker,
+    /// Retries.
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+/// Where an upstream's endpoints come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Discovery {
+    /// A fixed list of addresses.
+    Static {
+        /// `ip:port` addresses.
+        endpoints: Vec<SocketAddr>,
+    },
+    /// DNS A/AAAA records of `name`, on `port`, re-resolved every `refresh` (feature `dns`).
+    Dns {
+        /// Name to resolve.
+        name: String,
+        /// Port of every endpoint.
+        port: u16,
+        /// Re-resolution period (default 30 s).
+        #[serde(default = "default_refresh")]
+        refresh: Dur,
+    },
+    /// A watched file listing endpoints (feature `file`).
+    File {
+        /// Path of the file.
+        path: PathBuf,
+    },
+    /// etcd v3 keys under `prefix` (feature `etcd`).
+    Etcd {
+        /// etcd client URLs.
+        endpoints: Vec<String>,
+        /// Key prefix.
+        prefix: String,
+    },
+}
+
+fn default_refresh() -> Dur {
+    secs(30)
+}
+
+/// Timeouts of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// One try's bound (default: none, only the total applies).
+    pub per_try: Option<Dur>,
+    /// The whole request's bound, all tries included (default 15 s, Envoy's route timeout). A
+    /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header wins.
+    pub total: Dur,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            per_try: None,
+            total: secs(15),
+        }
+    }
+}
+
+/// Load metric of the P2C balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadMetric {
+    /// Peak EWMA of latency times in-flight requests (default; Finagle, Linkerd).
+    #[default]
+    PeakEwma,
+    /// In-flight requests only.
+    LeastInFlight,
+}
+
+/// Balancer of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Balancer {
+    /// Load metric (default `peak_ewma`).
+    pub load: LoadMetric,
+    /// Peak EWMA decay (default 10 s, Linkerd's).
+    pub decay: Dur,
+}
+
+impl Default for Balancer {
+    fn default() -> Self {
+        Self {
+            load: LoadMetric::PeakEwma,
+            decay: secs(10),
+        }
+    }
+}
+
+/// Circuit breaker (failure accrual) per endpoint. Defaults are Finagle's and Linkerd's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Breaker {
+    /// Whether endpoints have a breaker (default true).
+    pub enabled: bool,
+    /// Trip after this many consecutive failures (default 5).
+    pub consecutive_failures: u32,
+    /// Trip when the success rate over `window` falls below this (default 0.8).
+    pub min_success_rate: f64,
+    /// Success-rate window (default 30 s).
+    pub window: Dur,
+    /// Requests needed in the window before the success rate counts (default 10).
+    pub min_requests: u32,
+    /// First wait before a probe (default 5 s).
+    pub backoff_base: Dur,
+    /// Longest wait before a probe (default 60 s).
+    pub backoff_max: Dur,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            min_success_rate: 0.8,
+            window: secs(30),
+            min_requests: 10,
+            backoff_base: secs(5),
+            backoff_max: secs(60),
+        }
+    }
+}
+
+/// Retries of an upstream. Defaults are Linkerd's budget and Finagle's backoff.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Whether failed requests are retried (default true).
+    pub enabled: bool,
+    /// Most retries of one request (default 2).
+    pub max_retries: u32,
+    /// Retries allowed as a percentage of requests (default 20).
+    pub budget_percent: f64,
+    /// Retries always allowed per second (default 10).
+    pub min_per_second: u32,
+    /// Budget window (default 10 s).
+    pub budget_window: Dur,
+    /// First retry backoff (default 25 ms).
+    pub backoff_base: Dur,
+    /// Longest retry backoff (default 1 s).
+    pub backoff_max: Dur,
+    /// Largest request body kept for replay (default 64 KiB); a longer body is not retried.
+    pub replay_limit_bytes: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_retries: 2,
+            budget_percent: 20.0,
+            min_per_second: 10,
+            budget_window: secs(10),
+            backoff_base: millis(25),
+            backoff_max: secs(1),
+            replay_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// The simple case: one catch-all route to one static upstream named `default`.
+    pub fn simple(listen: SocketAddr, upstream: Vec<SocketAddr>) -> Result<Self, FieldError> {
+        let mut upstreams = BTreeMap::new();
+        upstreams.insert(
+            "default".to_owned(),
+            UpstreamConfig {
+                discovery: Discovery::Static {
+                    endpoints: upstream,
+                },
+                http_version: HttpVersion::default(),
+                timeouts: Timeouts::default(),
+                balancer: Balancer::default(),
+                breaker: Breaker::default(),
+                retry: Retry::default(),
+            },
+        );
+        let config = Config {
+            admin: default_admin(),
+            shutdown_drain_timeout: default_drain(),
+            access_log: false,
+            listener: ListenerConfig {
+                address: listen,
+                ..ListenerConfig::default()
+            },
+            routes: vec![Route {
+                host: None,
+                path_prefix: default_prefix(),
+                upstream: "default".to_owned(),
+            }],
+            upstreams,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the first mistake is returned with its field path.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        non_zero("shutdown_drain_timeout", self.shutdown_drain_timeout)?;
+        let l = &self.listener;
+        if l.max_header_bytes < 8192 {
+            return Err(FieldError::new(
+                "listener.max_header_bytes",
+                "must be at least 8192",
+            ));
+        }
+        if l.max_headers == 0 {
+            return Err(FieldError::new(
+                "listener.max_headers",
+                "must be at least 1",
+            ));
+        }
+        if l.max_body_bytes == 0 {
+            return Err(FieldError::new(
+                "listener.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        non_zero("listener.header_read_timeout", l.header_read_timeout)?;
+        non_zero("listener.idle_timeout", l.idle_timeout)?;
+        if l.max_connections == 0 || l.max_connections > (u32::MAX >> 3) as usize {
+            return Err(FieldError::new(
+                "listener.max_connections",
+                "must be between 1 and 536870911",
+            ));
+        }
+        if self.routes.is_empty() {
+            return Err(FieldError::new("routes", "must have at least one route"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.upstreams.contains_key(&r.upstream) {
+                return Err(FieldError::new(
+                    format!("routes[{i}].upstream"),
+                    format!("names no upstream: `{}` is not in [upstreams]", r.upstream),
+                ));
+            }
+            if !r.path_prefix.starts_with('/') {
+                return Err(FieldError::new(
+                    format!("routes[{i}].path_prefix"),
+                    "must start with `/`",
+                ));
+            }
+            if let Some(h) = &r.host
+                && (h.is_empty() || h.contains([':', '/', ' ']))
+            {
+                return Err(FieldError::new(
+                    format!("routes[{i}].host"),
+                    "must be a host name without port or path",
+                ));
+            }
+        }
+        if self.upstreams.is_empty() {
+            return Err(FieldError::new(
+                "upstreams",
+                "must have at least one upstream",
+            ));
+        }
+        for (name, u) in &self.upstreams {
+            u.validate(&format!("upstreams.{name}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn non_zero(field: &str, d: Dur) -> Result<(), FieldError> {
+    if d.0.is_zero() {
+        Err(FieldError::new(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+fn feature_off(field: String, feature: &str) -> FieldError {
+    FieldError::new(
+        field,
+        format!("needs the `{feature}` feature: rebuild with `--features {feature}`"),
+    )
+}
+
+impl UpstreamConfig {
+    fn validate(&self, p: &str) -> Result<(), FieldError> {
+        let d = format!("{p}.discovery");
+        match &self.discovery {
+            Discovery::Static { endpoints } => {
+                if endpoints.is_empty() {
+                    return Err(FieldError::new(
+                        format!("{d}.endpoints"),
+                        "must list at least one address",
+                    ));
+                }
+            }
+            Discovery::Dns {
+                name,
+                port,
+                refresh,
+            } => {
+                if !cfg!(feature = "dns") {
+                    return Err(feature_off(format!("{d}.kind"), "dns"));
+                }
+                if name.is_empty() {
+                    return Err(FieldError::new(format!("{d}.name"), "must not be empty"));
+                }
+                if *port == 0 {
+                    return Err(FieldError::new(format!("{d}.port"), "must not be 0"));
+                }
+                non_zero(&format!("{d}.refresh"), *refresh)?;
+            }
+            Discovery::File { path } => {
+                if !cfg!(feature = "file") {
+                    return Err(feature_off(format!("{d}.kind"), "file"));
+                }
+                if path.as_os_str().is_empty() {
+                    return Err(FieldError::new(format!("{d}.path"), "must not be empty"));
+                }
+            }
+            Discovery::Etcd { endpoints, prefix } => {
+                if !cfg!(feature = "etcd") {
+                    return Err(feature_off(format!("{d}.kind"), "etcd"));
+                }
+                if endpoints.is_empty() {
+                    return Err(FieldError::new(
+                        format!("{d}.endpoints"),
+                        "must list at least one etcd URL",
+                    ));
+                }
+                if prefix.is_empty() {
+                    return Err(FieldError::new(format!("{d}.prefix"), "must not be empty"));
+                }
+            }
+        }
+        let t = &self.timeouts;
+        non_zero(&format!("{p}.timeouts.total"), t.total)?;
+        if let Some(per_try) = t.per_try {
+            non_zero(&format!("{p}.timeouts.per_try"), per_try)?;
+            if per_try.0 > t.total.0 {
+                return Err(FieldError::new(
+                    format!("{p}.timeouts.per_try"),
+                    "must not exceed timeouts.total",
+                ));
+            }
+        }
+        non_zero(&format!("{p}.balancer.decay"), self.balancer.decay)?;
+        let b = &self.breaker;
+        if b.consecutive_failures == 0 {
+            return Err(FieldError::new(
+                format!("{p}.breaker.consecutive_failures"),
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&b.min_success_rate) {
+            return Err(FieldError::new(
+                format!("{p}.breaker.min_success_rate"),
+                "must be between 0 and 1",
+            ));
+        }
+        non_zero(&format!("{p}.breaker.window"), b.window)?;
+        non_zero(&format!("{p}.breaker.backoff_base"), b.backoff_base)?;
+        if b.backoff_max.0 < b.backoff_base.0 {
+            return Err(FieldError::new(
+                format!("{p}.breaker.backoff_max"),
+                "must be at least breaker.backoff_base",
+            ));
+        }
+        let r = &self.retry;
+        if !(0.0..=100.0).contains(&r.budget_percent) {
+            return Err(FieldError::new(
+                format!("{p}.retry.budget_percent"),
+                "must be between 0 and 100",
+            ));
+        }
+        non_zero(&format!("{p}.retry.budget_window"), r.budget_window)?;
+        non_zero(&format!("{p}.retry.backoff_base"), r.backoff_base)?;
+        if r.backoff_max.0 < r.backoff_base.0 {
+            return Err(FieldError::new(
+                format!("{p}.retry.backoff_max"),
+                "must be at least retry.backoff_base",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [[routes]]
+        host = "users.local"
+        upstream = "users"
+
+        [upstreams.users]
+        discovery = { kind = "static", endpoints = ["127.0.0.1:8081"] }
+        timeouts = { per_try = "1s", total = "5s" }
+        retry = { budget_percent = 10 }
+    "#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.admin, default_admin());
+        assert_eq!(c.routes[0].path_prefix, "/");
+        let u = &c.upstreams["users"];
+        assert_eq!(u.timeouts.per_try, Some(secs(1)));
+        assert_eq!(u.retry.budget_percent, 10.0);
+        assert_eq!(u.retry.max_retries, 2);
+        assert_eq!(u.http_version, HttpVersion::Http1);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("budget_percent = 10", "budget_percent = 150"),
+                "upstreams.users.retry.budget_percent",
+            ),
+            (
+                GOOD.replace("per_try = \"1s\"", "per_try = \"10s\""),
+                "upstreams.users.timeouts.per_try",
+            ),
+            (
+                GOOD.replace("upstream = \"users\"", "upstream = \"orders\""),
+                "routes[0].upstream",
+            ),
+            (GOOD.replace("total = \"5s\"", "total = \"5\""), "total"),
+            (GOOD.replace("host =", "hots ="), "hots"),
+            (
+                GOOD.replace("kind = \"static\"", "kind = \"consul\""),
+                "consul",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = Config::from_toml(&text).unwrap_err();
+            assert!(err.contains(field), "{field} not in: {err}");
+        }
+    }
+
+    #[test]
+    fn discovery_kinds_need_their_feature() {
+        let static_ = r#"discovery = { kind = "static", endpoints = ["127.0.0.1:8081"] }"#;
+        let cases = [
+            (
+                r#"discovery = { kind = "dns", name = "users", port = 80 }"#,
+                "dns",
+                cfg!(feature = "dns"),
+            ),
+            (
+                r#"discovery = { kind = "file", path = "users.toml" }"#,
+                "file",
+                cfg!(feature = "file"),
+            ),
+            (
+                r#"discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc" }"#,
+                "etcd",
+                cfg!(feature = "etcd"),
+            ),
+        ];
+        for (line, feature, enabled) in cases {
+            let result = Config::from_toml(&GOOD.replace(static_, line));
+            if enabled {
+                assert!(result.is_ok(), "{result:?}");
+            } else {
+                let err = result.unwrap_err();
+                assert!(
+                    err.contains("upstreams.users.discovery.kind") && err.contains(feature),
+                    "{err}"
+                );
+            }
+        }
+        let err = Config::from_toml(&GOOD.replace(
+            static_,
+            r#"discovery = { kind = "static", endpoints = [] }"#,
+        ))
+        .unwrap_err();
+        assert!(err.contains("upstreams.users.discovery.endpoints"), "{err}");
+    }
+
+    fn toml_block(text: &str) -> &str {
+        let start = text.find("```toml\n").expect("a toml block") + 8;
+        let end = start + text[start..].find("```").expect("the block ends");
+        &text[start..end]
+    }
+
+    #[test]
+    fn documented_examples_are_valid() {
+        let module_docs: String = include_str!("config.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (name, text) in [
+            ("config.rs", module_docs.as_str()),
+            ("README.md", include_str!("../../README.md")),
+        ] {
+            if let Err(e) = Config::from_toml(toml_block(text)) {
+                panic!("the example in {name} is invalid: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(Dur::parse("250ms").unwrap(), millis(250));
+        assert_eq!(Dur::parse("2m").unwrap(), secs(120));
+        assert!(Dur::parse("2").is_err());
+        assert!(Dur::parse("2 days").is_err());
+        assert!(Dur::parse("ms").is_err());
+    }
+}

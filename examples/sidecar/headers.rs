@@ -1,0 +1,165 @@
+//! Header rewriting at the proxy: hop-by-hop headers removed in both directions (RFC 9110 §7.6.1;
+//! `TE: trailers` survives on requests, as gRPC needs),
+//! `X-Forwarded-For`, `Forwarded` and `Via` added on the way to the upstream, `Via` on the way back.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The `Via` token this proxy adds.
+pub const VIA: &str = "1.1 meshwork";
+
+/// Headers that concern one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `Proxy-*`,
+/// `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// [`remove_hop_by_hop`] for a request, except that `TE: trailers` is kept when the client sent
+/// it: this proxy passes trailers through, and gRPC servers require the header.
+pub fn remove_hop_by_hop_request(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
+    remove_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Adds `X-Forwarded-For` (appended to any the client sent), `Forwarded: for=…` (RFC 7239,
+/// likewise appended) and `Via`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
+    let ip = client.ip();
+    let xff = match joined(headers, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    insert(headers, HeaderName::from_static("x-forwarded-for"), xff);
+
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let fwd = format!("for={node};proto={proto}");
+    let fwd = match joined(headers, header::FORWARDED.as_str()) {
+        Some(prev) => format!("{prev}, {fwd}"),
+        None => fwd,
+    };
+    insert(headers, header::FORWARDED, fwd);
+    add_via(headers);
+}
+
+/// Appends this proxy to `Via`.
+pub fn add_via(headers: &mut HeaderMap) {
+    let via = match joined(headers, header::VIA.as_str()) {
+        Some(prev) => format!("{prev}, {VIA}"),
+        None => VIA.to_owned(),
+    };
+    insert(headers, header::VIA, via);
+}
+
+/// Every value of a list header, joined with `, ` (a client may send the header more than once).
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_named() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_survives_on_requests() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "gzip, trailers".parse().unwrap());
+        remove_hop_by_hop_request(&mut h);
+        assert_eq!(h[header::TE], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, "gzip".parse().unwrap());
+        remove_hop_by_hop_request(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http");
+        assert_eq!(h[header::VIA], VIA);
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "http");
+        assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");
+    }
+}

@@ -1,0 +1,497 @@
+//! The proxy listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port, routing by Host and
+//! path prefix to configured upstreams only, with listener limits and graceful shutdown.
+//!
+//! Never an open proxy: the destination always comes from the configuration. A request is
+//! forwarded only when a route matches its Host (or HTTP/2 `:authority`) and path. `CONNECT` is
+//! refused (405); an HTTP/1 absolute-form request (`GET http://host/ HTTP/1.1`, the form a forward
+//! proxy receives) is refused with 421 unless its authority is the host of a configured route; a
+//! request whose absolute-form authority and Host header disagree is refused with 400.
+//!
+//! A path prefix matches as a string prefix of the path as sent (like Envoy's `prefix`; `/users`
+//! also matches `/usersettings`, so write `/users/` when that matters), without normalisation: use
+//! routes for routing, not for access control. Upgrades (WebSocket, the HTTP/2 `Upgrade: h2c`
+//! dance) are not proxied: `Upgrade` is hop-by-hop and removed.
+//!
+//! Local answers, each with a one-line text body:
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | malformed request line or head (hyper), absolute-form authority ≠ Host |
+//! | 404 | no route for this Host and path |
+//! | 405 | `CONNECT` |
+//! | 413 | `Content-Length` over `listener.max_body_bytes` (a longer streamed body is cut off) |
+//! | 421 | absolute-form request for a host no route names |
+//! | 431 | request head over `listener.max_header_bytes` or `listener.max_headers` (hyper) |
+//! | 502 | the upstream failed (connection refused or reset, protocol error) |
+//! | 503 | no endpoint of the upstream is available |
+//! | 504 | the deadline passed (total, or one try's timeout) before the upstream answered |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use meshwork::BoxError;
+use meshwork::timeout::{DeadlineExceeded, Elapsed};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::{Config, ListenerConfig};
+use crate::headers;
+use crate::upstream::{NoEndpoints, ProxyBody, Upstream};
+
+/// A compiled route.
+struct Route {
+    host: Option<String>,
+    path_prefix: String,
+    upstream: usize,
+}
+
+/// The request handler shared by every connection.
+pub struct Proxy {
+    routes: Vec<Route>,
+    upstreams: Vec<Upstream>,
+    max_body_bytes: u64,
+    access_log: bool,
+    refused: Refused,
+}
+
+/// Counters of requests the proxy answered itself, by status; handles made once.
+struct Refused([(StatusCode, metrics::Counter); 5]);
+
+impl Refused {
+    fn new() -> Self {
+        Self([400, 404, 405, 413, 421].map(|code| {
+            let status = StatusCode::from_u16(code).expect("a valid status");
+            let counter =
+                metrics::counter!("meshwork_sidecar_refused_total", "status" => code.to_string());
+            (status, counter)
+        }))
+    }
+
+    fn count(&self, status: StatusCode) {
+        if let Some((_, c)) = self.0.iter().find(|(s, _)| *s == status) {
+            c.increment(1);
+        }
+    }
+}
+
+impl Proxy {
+    /// Compiles the routes against the built upstreams.
+    pub fn new(config: &Config, upstreams: Vec<Upstream>) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: r.path_prefix.clone(),
+                upstream: upstreams
+                    .iter()
+                    .position(|u| *u.name == *r.upstream)
+                    .expect("validated: every route names an upstream"),
+            })
+            .collect();
+        Self {
+            routes,
+            upstreams,
+            max_body_bytes: config.listener.max_body_bytes,
+            access_log: config.access_log,
+            refused: Refused::new(),
+        }
+    }
+
+    /// The configured upstreams.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            };
+            host_ok && path.starts_with(r.path_prefix.as_str())
+        })
+    }
+
+    /// Whether some route names `host` explicitly.
+    fn names_host(&self, host: &str) -> bool {
+        self.routes.iter().any(|r| {
+            r.host
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })
+    }
+
+    /// Handles one request from `client`. Never fails: every problem becomes a response.
+    ///
+    /// Routing happens before the returned future is polled; the future only waits for the
+    /// upstream (and owns everything it needs).
+    pub fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        let start = Instant::now();
+        let access = self
+            .access_log
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let next = self.route_request(req, client);
+        if let Next::Local(res) = &next {
+            self.refused.count(res.status());
+        }
+        async move {
+            let (res, upstream) = match next {
+                Next::Local(res) => (res, None),
+                Next::Forward(call, upstream) => {
+                    let res = match call.await {
+                        Ok(mut res) => {
+                            headers::remove_hop_by_hop(res.headers_mut());
+                            headers::add_via(res.headers_mut());
+                            res
+                        }
+                        Err(e) => {
+                            tracing::debug!(upstream = %upstream, error = %e, "upstream request failed");
+                            error_response(&e)
+                        }
+                    };
+                    (res, Some(upstream))
+                }
+            };
+            if let Some((method, path)) = access {
+                tracing::info!(
+                    target: "meshwork::access",
+                    client = %client,
+                    method = %method,
+                    path = %path,
+                    upstream = %upstream.as_deref().unwrap_or("-"),
+                    status = res.status().as_u16(),
+                    duration = ?start.elapsed(),
+                );
+            }
+            res
+        }
+    }
+
+    fn route_request(&self, req: Request<Incoming>, client: SocketAddr) -> Next {
+        if req.method() == Method::CONNECT {
+            return Next::Local(local(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported",
+            ));
+        }
+        let host_header = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(strip_port);
+        let absolute_form = req.version() < Version::HTTP_2 && req.uri().authority().is_some();
+        let host = match (req.uri().host(), host_header) {
+            (Some(authority), Some(h)) if absolute_form && !authority.eq_ignore_ascii_case(h) => {
+                return Next::Local(local(
+                    StatusCode::BAD_REQUEST,
+                    "request target and Host header disagree",
+                ));
+            }
+            (Some(authority), _) => Some(authority),
+            (None, h) => h,
+        };
+        if absolute_form && !host.is_some_and(|h| self.names_host(h)) {
+            return Next::Local(local(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this is not a forward proxy: destination not configured",
+            ));
+        }
+        let Some(route) = self.route(host, req.uri().path()) else {
+            return Next::Local(local(
+                StatusCode::NOT_FOUND,
+                "no route for this host and path",
+            ));
+        };
+        let upstream = &self.upstreams[route.upstream];
+        let content_length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if content_length.is_some_and(|n| n > self.max_body_bytes) {
+            return Next::Local(local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+
+        let (mut parts, body) = req.into_parts();
+        // The upstream seam sets scheme and authority; keep the Host the client asked for.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path_and_query);
+        headers::remove_hop_by_hop_request(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, client, "http");
+        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let body: ProxyBody = BodyExt::boxed(Limited::new(body, limit));
+        let req = Request::from_parts(parts, body);
+        Next::Forward(
+            Box::pin(upstream.service.clone().oneshot(req)),
+            upstream.name.clone(),
+        )
+    }
+}
+
+/// What to do with a request: answer it here, or forward it.
+enum Next {
+    Local(Response<ProxyBody>),
+    // Boxed: naming `Oneshot<UpstreamService, _>` inside an async block trips rustc's
+    // higher-ranked `Send` check on the boxed error's `dyn` lifetime.
+    Forward(
+        BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>,
+        Arc<str>,
+    ),
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn find<T: std::error::Error + 'static>(e: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The response for a failed forward: 504 when time ran out, 503 when no endpoint was available,
+/// 413 when the request body outgrew the limit, 502 for anything else the upstream did.
+///
+/// The one place where errors of the forwarding stack become statuses: when the client builder
+/// lands, its error types (`NoEndpoints`, `Open`, `BudgetExhausted`) are matched here.
+pub fn error_response(e: &BoxError) -> Response<ProxyBody> {
+    if find::<DeadlineExceeded>(e) {
+        local(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline exceeded before the upstream answered",
+        )
+    } else if find::<Elapsed>(e) {
+        // A try that timed out is the gateway timing out on its upstream: 504, not 502.
+        local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
+    } else if find::<NoEndpoints>(e) {
+        local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no endpoint available for this upstream",
+        )
+    } else if find::<http_body_util::LengthLimitError>(e) {
+        local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+    } else {
+        local(StatusCode::BAD_GATEWAY, "upstream request failed")
+    }
+}
+
+/// A response made by the proxy itself, with a short text body.
+pub fn local(status: StatusCode, why: &'static str) -> Response<ProxyBody> {
+    let mut res = Response::new(
+        Full::new(Bytes::from(format!("{why}\n")))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers::add_via(res.headers_mut());
+    res
+}
+
+/// Idle tracking of one connection.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last request start or end.
+    last: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+struct ActiveRequest(Arc<Activity>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections until `shutdown` flips, then returns at once (the listener is dropped, so
+/// new connections are refused); the open connections finish their requests and close. Each
+/// connection holds one permit of `connections` until it closes, so the caller can wait for the
+/// drain by acquiring every permit.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    limits: ListenerConfig,
+    connections: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.0)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let idle = limits.idle_timeout.0;
+
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let activity = Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                last: AtomicU64::new(0),
+                epoch: Instant::now(),
+            });
+            let act = activity.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                act.in_flight.fetch_add(1, Ordering::Relaxed);
+                act.touch();
+                let active = ActiveRequest(act.clone());
+                let proxy = proxy.clone();
+                async move {
+                    let res = proxy.handle(req, peer).await;
+                    // The request stays active until its response body is done.
+                    Ok::<_, Infallible>(res.map(|b| {
+                        b.map_frame(move |f| {
+                            let _keep = &active;
+                            f
+                        })
+                        .boxed()
+                    }))
+                }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let mut closing = false;
+            loop {
+                // While a request is active, look again one idle period from now (no busy loop).
+                let idle_at = if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                    Instant::now() + idle
+                } else {
+                    activity.epoch
+                        + Duration::from_millis(activity.last.load(Ordering::Relaxed))
+                        + idle
+                };
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = shutdown.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = tokio::time::sleep_until(idle_at), if !closing => {
+                        let quiet = activity.in_flight.load(Ordering::Relaxed) == 0
+                            && activity.epoch
+                                + Duration::from_millis(activity.last.load(Ordering::Relaxed))
+                                + idle
+                                <= Instant::now();
+                        if quiet {
+                            tracing::debug!(peer = %peer, "closing idle connection");
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("users.local:8080"), "users.local");
+        assert_eq!(strip_port("users.local"), "users.local");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let cases: [(BoxError, u16); 5] = [
+            (Box::new(DeadlineExceeded::new()), 504),
+            (Box::new(Elapsed::new()), 504),
+            (Box::new(NoEndpoints), 503),
+            (Box::new(std::io::Error::other("reset")), 502),
+            ("boom".into(), 502),
+        ];
+        for (e, status) in cases {
+            assert_eq!(error_response(&e).status().as_u16(), status, "{e}");
+        }
+    }
+}

@@ -1,0 +1,856 @@
+//! The sidecar process against real loopback backends and real HTTP clients.
+//!
+//! Run with `cargo test --all-features --test sidecar` (the sidecar example must be built: `cargo
+//! test --all-features` builds it).
+
+// The sidecar example needs these features (see its `required-features`).
+#![cfg(all(feature = "http", feature = "metrics"))]
+
+mod sidecar_support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use sidecar_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// 1 MiB of non-repeating bytes, streamed in 64 KiB frames.
+fn mib_payload() -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn streaming(payload: &[u8]) -> TestBody {
+    let frames = payload
+        .chunks(64 * 1024)
+        .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::copy_from_slice(c))))
+        .collect::<Vec<_>>();
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_get_post_and_chunked_round_trip_byte_identical() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::simple(&[backend.addr]).await;
+
+    let (status, body) = get(&sidecar.url("/hello")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from a");
+
+    let payload = mib_payload();
+    let res = client()
+        .request(
+            Request::post(sidecar.url("/echo"))
+                .body(streaming(&payload))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let echoed = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "the 1 MiB body came back altered");
+
+    let res = client()
+        .request(Request::get(sidecar.url("/chunked")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("content-length").is_none());
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        body == chunked_payload(),
+        "the chunked body came back altered"
+    );
+    assert_eq!(backend.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_round_trip() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::simple(&[backend.addr]).await;
+    let h2 = h2_client();
+
+    let res = h2
+        .request(Request::get(sidecar.url("/hi")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "hello from a"
+    );
+
+    let payload = mib_payload();
+    let res = h2
+        .request(
+            Request::post(sidecar.url("/echo"))
+                .body(streaming(&payload))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let echoed = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        echoed == payload,
+        "the 1 MiB body came back altered over HTTP/2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstream_from_config() {
+    let backend = Backend::start("h2").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "h2"
+        [upstreams.h2]
+        http_version = "http2"
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let payload = mib_payload();
+    let res = client()
+        .request(
+            Request::post(sidecar.url("/echo"))
+                .body(streaming(&payload))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let echoed = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(echoed == payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_removed_and_forwarding_headers_added() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::simple(&[backend.addr]).await;
+    let res = client()
+        .request(
+            Request::get(sidecar.url("/headers"))
+                .header("connection", "keep-alive, x-secret")
+                .header("x-secret", "do not forward")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+                .header("te", "gzip, trailers")
+                .header("x-forwarded-for", "10.1.2.3")
+                .header("x-kept", "yes")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["via"], "1.1 meshwork");
+    let seen = res.into_body().collect().await.unwrap().to_bytes();
+    let seen = String::from_utf8_lossy(&seen);
+    for gone in ["x-secret", "keep-alive", "proxy-authorization", "gzip"] {
+        assert!(!seen.contains(gone), "{gone} was forwarded:\n{seen}");
+    }
+    assert!(seen.contains("x-kept: yes"), "{seen}");
+    assert!(seen.contains("te: trailers"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 10.1.2.3, 127.0.0.1"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("forwarded: for=127.0.0.1;proto=http"),
+        "{seen}"
+    );
+    assert!(seen.contains("via: 1.1 meshwork"), "{seen}");
+    assert!(seen.contains(&format!("host: {}", sidecar.addr)), "{seen}");
+    // And on the way back.
+    let (status, _) = get(&sidecar.url("/hop")).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = client()
+        .request(Request::get(sidecar.url("/hop")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    for gone in ["x-internal", "proxy-authenticate", "keep-alive"] {
+        assert!(
+            res.headers().get(gone).is_none(),
+            "{gone}: {:?}",
+            res.headers()
+        );
+    }
+    assert_eq!(res.headers()["x-public"], "yes");
+    assert_eq!(res.headers()["via"], "1.1 meshwork");
+
+    // The deadline travels on: the upstream is told how much of the 15 s default total is left.
+    let left: u64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("meshwork-timeout-ms: "))
+        .expect("deadline header forwarded")
+        .parse()
+        .unwrap();
+    assert!(left > 0 && left <= 15_000, "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_oversized_and_slow_requests_are_refused_without_disturbing_others() {
+    let backend = Backend::start("a").await;
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        max_header_bytes = 8192
+        header_read_timeout = "1s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    // A slow client: starts its head and stalls. Opened first, so it is around for everything else.
+    let mut slow = TcpStream::connect(sidecar.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+
+    let garbage = raw(sidecar.addr, b"NOT AN HTTP REQUEST LINE\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend(b"\r\nConnection: close\r\n\r\n");
+    let too_large = raw(sidecar.addr, &big).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:?}");
+
+    // Another connection works while the slow one is still open.
+    let (status, body) = get(&sidecar.url("/")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello from a"[..]));
+
+    // The slow client is cut off (header_read_timeout 1 s; 10 s is the test's patience).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the slow client was not cut off");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("hello"),
+        "the slow request was served"
+    );
+
+    let (status, _) = get(&sidecar.url("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(sidecar.alive());
+    assert_eq!(
+        backend.hits(),
+        2,
+        "only the two good requests reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_destinations_are_refused_never_forwarded() {
+    let backend = Backend::start("app").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        host = "app.local"
+        upstream = "app"
+        [upstreams.app]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let addr = sidecar.addr;
+
+    let ok = raw(
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
+    assert!(ok.ends_with("hello from app"), "{ok:?}");
+
+    let cases: [(&[u8], &str); 6] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            "404",
+        ),
+        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "404"),
+        (
+            b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            "421",
+        ),
+        (
+            b"GET http://evil.example/ HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n",
+            "400",
+        ),
+        (
+            b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n",
+            "421",
+        ),
+        (
+            b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n",
+            "405",
+        ),
+    ];
+    for (req, status) in cases {
+        let res = raw(addr, req).await;
+        assert!(
+            res.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}: {res:?}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    // HTTP/2 carries the destination in :authority: an unconfigured one is refused too.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (authority, status) in [("evil.example", 404), ("app.local", 200)] {
+        let res = h2
+            .send_request(
+                Request::get(format!("http://{authority}/h2"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{authority}");
+    }
+
+    // An absolute-form request for the configured host goes to the configured upstream.
+    let abs = raw(
+        addr,
+        b"GET http://app.local/ HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(abs.starts_with("HTTP/1.1 200"), "{abs:?}");
+    assert_eq!(backend.hits(), 3, "a refused request reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_map_to_502_and_504() {
+    let backend = Backend::start("a").await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/down"
+        upstream = "down"
+        [[routes]]
+        path_prefix = "/try/"
+        upstream = "try"
+        [[routes]]
+        upstream = "a"
+        [upstreams.try]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ per_try = "100ms", total = "5s" }}
+        [upstreams.down]
+        discovery = {{ kind = "static", endpoints = ["{closed}"] }}
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ total = "300ms" }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    let (status, body) = get(&sidecar.url("/down/x")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body, "upstream request failed\n");
+
+    let (status, body) = get(&sidecar.url("/slow/3000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body, "deadline exceeded before the upstream answered\n");
+
+    // One try's timeout: 504 too, saying so.
+    let (status, body) = get(&sidecar.url("/try/slow/3000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body, "upstream timed out\n");
+    assert_eq!(get(&sidecar.url("/try/slow/1")).await.0, StatusCode::OK);
+
+    // A caller's shorter budget wins over the configured total.
+    let res = client()
+        .request(
+            Request::get(sidecar.url("/slow/200"))
+                .header("meshwork-timeout-ms", "50")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+
+    let (status, _) = get(&sidecar.url("/slow/10")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_limit_is_refused() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        max_body_bytes = 1000
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let res = client()
+        .request(
+            Request::post(sidecar.url("/echo"))
+                .body(http_body_util::Full::new(Bytes::from(vec![0u8; 2000])).boxed())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(backend.hits(), 0);
+
+    // A streamed body (no length) that outgrows the limit is cut off: it never arrives whole.
+    let res = client()
+        .request(
+            Request::post(sidecar.url("/count"))
+                .body(streaming(&vec![1u8; 200_000]))
+                .unwrap(),
+        )
+        .await;
+    let outcome = match res {
+        Ok(res) => {
+            let status = res.status();
+            let body = res.into_body().collect().await.map(|b| b.to_bytes());
+            format!("{status} {body:?}")
+        }
+        Err(e) => format!("error {e}"),
+    };
+    assert!(!outcome.contains("200000"), "{outcome}");
+    assert!(outcome.starts_with("413"), "{outcome}");
+    // Within the limit, a streamed body goes through.
+    let res = client()
+        .request(
+            Request::post(sidecar.url("/count"))
+                .body(streaming(&[7u8; 1000]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "1000");
+}
+
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses Prometheus text format strictly enough for a test: every non-comment line is
+/// `name{labels} value` or `name value`, with a valid metric name, well-formed labels and a float.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let kind = rest.split_whitespace().nth(1).expect("TYPE has a kind");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "{line}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("labels end with }");
+                let labels = body
+                    .split("\",")
+                    .filter(|s| !s.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").expect("label is k=\"v\"");
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name in {line:?}"
+        );
+        out.push((name.to_owned(), labels, value));
+    }
+    out
+}
+
+fn metric(parsed: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    parsed
+        .iter()
+        .find(|(n, ls, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| ls.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let sidecar = Sidecar::simple(&[a.addr, b.addr]).await;
+
+    assert_eq!(get(&sidecar.admin_url("/live")).await.0, StatusCode::OK);
+    assert_eq!(get(&sidecar.admin_url("/ready")).await.0, StatusCode::OK);
+
+    for _ in 0..10 {
+        assert_eq!(get(&sidecar.url("/ok")).await.0, StatusCode::OK);
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            get(&sidecar.url("/status/503")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            get(&sidecar.url("/status/500")).await.0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    // Refused locally, never forwarded: counted by status.
+    let refused = raw(
+        sidecar.addr,
+        b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 421"), "{refused}");
+
+    let (status, text) = get(&sidecar.admin_url("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let parsed = parse_prometheus(&text);
+    let total = |class: &str| -> f64 {
+        [a.addr, b.addr]
+            .iter()
+            .map(|addr| {
+                metric(
+                    &parsed,
+                    "meshwork_sidecar_requests_total",
+                    &[
+                        ("upstream", "default"),
+                        ("endpoint", &addr.to_string()),
+                        ("class", class),
+                    ],
+                )
+                .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    assert_eq!(total("success"), 10.0, "{text}");
+    assert_eq!(total("retryable"), 4.0, "{text}");
+    assert_eq!(total("non_retryable"), 2.0, "{text}");
+    // Round robin: 16 requests, 8 each.
+    for addr in [a.addr, b.addr] {
+        let count = metric(
+            &parsed,
+            "meshwork_sidecar_request_duration_seconds_count",
+            &[("upstream", "default"), ("endpoint", &addr.to_string())],
+        );
+        assert_eq!(count, Some(8.0), "{text}");
+    }
+    assert_eq!(a.hits() + b.hits(), 16);
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_refused_total",
+            &[("status", "421")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_refused_total",
+            &[("status", "404")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_endpoints",
+            &[("upstream", "default")]
+        ),
+        Some(2.0)
+    );
+
+    // In flight shows while a request is under way.
+    let slow_url = sidecar.url("/slow/1000");
+    let slow = tokio::spawn(async move { get(&slow_url).await });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+            if String::from_utf8_lossy(&json).contains("\"in_flight\":1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("/endpoints shows the request in flight");
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+
+    let (status, json) = get(&sidecar.admin_url("/endpoints")).await;
+    assert_eq!(status, StatusCode::OK);
+    let json = String::from_utf8(json.to_vec()).unwrap();
+    assert!(
+        json.starts_with("{\"upstreams\":[{\"name\":\"default\""),
+        "{json}"
+    );
+    for addr in [a.addr, b.addr] {
+        assert!(
+            json.contains(&format!(
+                "{{\"address\":\"{addr}\",\"in_flight\":0,\"load\":null,\"breaker\":null}}"
+            )),
+            "{json}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_refuses_new_and_exits_zero() {
+    let backend = Backend::start("a").await;
+    let mut sidecar = Sidecar::simple(&[backend.addr]).await;
+    let url = sidecar.url("/slow/3000");
+    let slow = tokio::spawn(async move { get(&url).await });
+    // Wait until the slow request reached the backend.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while backend.hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slow request reaches the backend");
+
+    sidecar.signal("TERM");
+    // New connections are refused promptly (the listener is closed at once).
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if TcpStream::connect(sidecar.addr).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "new connections were still accepted");
+    assert!(
+        sidecar.alive(),
+        "exited before the in-flight request finished"
+    );
+
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slow done");
+    let exit = tokio::time::timeout(Duration::from_secs(10), sidecar.child.wait())
+        .await
+        .expect("exits after draining")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_connections_are_capped() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        idle_timeout = "1s"
+        max_connections = 1
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // First connection: one keep-alive request, then idle.
+    let mut first = TcpStream::connect(sidecar.addr).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // Second connection while the first holds the only slot: not served yet.
+    let mut second = TcpStream::connect(sidecar.addr).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(200), second.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+
+    // The idle first connection is closed by the proxy...
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    // ...which frees the slot for the second.
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf))
+        .await
+        .expect("the waiting connection is served once a slot frees")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(backend.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_writes_one_line_per_request() {
+    let backend = Backend::start("a").await;
+    let mut child = tokio::process::Command::new(sidecar_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            "--upstream",
+            &backend.addr.to_string(),
+        ])
+        .env("RUST_LOG", "meshwork::access=info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    assert_eq!(
+        get(&format!("http://{addr}/logged")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&format!("http://{addr}/status/503")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("meshwork::access"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("path=/logged") && lines[0].contains("status=200"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("status=503") && lines[1].contains("upstream=default"),
+        "{log}"
+    );
+}
+
+/// DNS discovery (system resolver): endpoints appear once resolved; a name that does not resolve
+/// leaves the upstream without endpoints, which answers 503 and keeps `/ready` at 503.
+#[cfg(feature = "dns")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_discovery_and_no_endpoint_503() {
+    let backend = Backend::start("dns").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/nowhere"
+        upstream = "nowhere"
+        [[routes]]
+        upstream = "local"
+        [upstreams.nowhere]
+        discovery = {{ kind = "dns", name = "nothing.invalid", port = 80, refresh = "1s" }}
+        [upstreams.local]
+        discovery = {{ kind = "dns", name = "localhost", port = {}, refresh = "1s" }}
+        "#,
+        backend.addr.port()
+    ))
+    .await;
+
+    let (status, body) = get(&sidecar.url("/nowhere/x")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "no endpoint available for this upstream\n");
+
+    // `localhost` resolves in the background; /ready turns 200 once it has.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while get(&sidecar.admin_url("/ready")).await.0 != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("ready once localhost resolved");
+    let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+    let json = String::from_utf8(json.to_vec()).unwrap();
+    assert!(
+        json.contains(&format!("\"address\":\"{}\"", backend.addr)),
+        "{json}"
+    );
+    assert!(
+        json.contains("{\"name\":\"nowhere\",\"endpoints\":[]}"),
+        "{json}"
+    );
+    if json.matches("\"address\"").count() == 1 {
+        assert_eq!(get(&sidecar.url("/")).await.1, "hello from dns");
+    }
+    let (status, _) = get(&sidecar.url("/nowhere/x")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
