@@ -8,6 +8,7 @@ use super::Classification;
 /// |---|---|
 /// | [`timeout::Elapsed`](crate::timeout::Elapsed) (a per-try timeout) | retryable |
 /// | [`timeout::DeadlineExceeded`](crate::timeout::DeadlineExceeded) | non-retryable: no time is left |
+/// | [`balance::NoEndpoints`](crate::balance::NoEndpoints) | non-retryable: the balancer already waited for an endpoint |
 /// | [`std::io::Error`] `ConnectionRefused` | retryable, unsent |
 /// | other [`std::io::Error`] connection errors (reset, aborted, broken pipe) | retryable |
 /// | (feature `http`) hyper-util connect error, HTTP/2 `REFUSED_STREAM` | retryable, unsent |
@@ -43,6 +44,9 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classification> {
     if e.is::<DeadlineExceeded>() {
         return Some(Classification::non_retryable());
     }
+    if e.is::<crate::balance::NoEndpoints>() {
+        return Some(Classification::non_retryable());
+    }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         use std::io::ErrorKind::*;
         return match io.kind() {
@@ -75,6 +79,12 @@ mod tests {
         let e: BoxError = Box::new(Elapsed::new());
         assert_eq!(classify_error(&*e).class(), Class::Retryable);
         let e: BoxError = Box::new(DeadlineExceeded::new());
+        assert_eq!(classify_error(&*e).class(), Class::NonRetryable);
+    }
+
+    #[test]
+    fn no_endpoints_is_not_retryable() {
+        let e: BoxError = Box::new(crate::balance::NoEndpoints::new());
         assert_eq!(classify_error(&*e).class(), Class::NonRetryable);
     }
 
