@@ -203,8 +203,11 @@ impl<S> Balance<S> {
     {
         Builder::new().build(discover, make)
     }
+}
 
-    /// Configures a balancer.
+impl Balance<()> {
+    /// Configures a balancer (the service type is chosen by [`Builder::build`]); the same as
+    /// [`Builder::new`].
     pub fn builder() -> Builder {
         Builder::new()
     }

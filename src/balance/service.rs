@@ -21,6 +21,11 @@ use crate::available::Available;
 use crate::classify::{Classify, DefaultClassify};
 use crate::rng::SeedSource;
 
+/// A candidate must be this much cheaper than the first draw to win: closer costs are a tie, won
+/// by the first draw (itself random, and weight-proportional). Estimates a few percent apart are
+/// noise (for example the read-time decay favours whichever endpoint was sampled least recently);
+/// letting noise decide would skew weighted shares.
+const TIE: f64 = 1.1;
 /// Pairs drawn before falling back to a scan for any available endpoint.
 const PAIR_ATTEMPTS: usize = 3;
 /// Endpoints picked (and polled for readiness) in one `poll_ready` before waiting.
@@ -234,8 +239,7 @@ impl<S: Available, C> Balance<S, C> {
                 (true, true) => {
                     let ca = sa.load.weighted_cost(now, sa.weight_recip);
                     let cb = sb.load.weighted_cost(now, sb.weight_recip);
-                    // On a tie the first draw wins: both were drawn at random.
-                    return Some(if cb < ca { b } else { a });
+                    return Some(if cb * TIE < ca { b } else { a });
                 }
                 (true, false) => return Some(a),
                 (false, true) => return Some(b),
@@ -257,7 +261,7 @@ impl<S: Available, C> Balance<S, C> {
                     let other = &snap.slots[f];
                     let cf = other.load.weighted_cost(now, other.weight_recip);
                     let ci = slot.load.weighted_cost(now, slot.weight_recip);
-                    return Some(if ci < cf { i } else { f });
+                    return Some(if ci * TIE < cf { i } else { f });
                 }
             }
         }
