@@ -8,6 +8,8 @@ use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod balance;
 use tower::Service;
 
 /// An immediate service: always ready, answers at once. The cost of calling it is the floor.
@@ -56,5 +58,5 @@ fn bare(c: &mut Criterion) {
     c.bench_function("bare", |b| b.iter(|| one_call(&mut svc, 0u64).unwrap()));
 }
 
-criterion_group!(benches, bare);
+criterion_group!(benches, bare, balance::meshwork_balance, balance::tower_p2c);
 criterion_main!(benches);
