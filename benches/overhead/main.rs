@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 mod retry;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod balance;
 use tower::Service;
 
 /// An immediate service: always ready, answers at once. The cost of calling it is the floor.
@@ -58,5 +60,11 @@ fn bare(c: &mut Criterion) {
     c.bench_function("bare", |b| b.iter(|| one_call(&mut svc, 0u64).unwrap()));
 }
 
-criterion_group!(benches, bare, retry::retry);
+criterion_group!(
+    benches,
+    bare,
+    retry::retry,
+    balance::meshwork_balance,
+    balance::tower_p2c
+);
 criterion_main!(benches);

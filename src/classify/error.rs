@@ -9,6 +9,7 @@ use super::Classification;
 /// | [`timeout::Elapsed`](crate::timeout::Elapsed) (a per-try timeout) | retryable |
 /// | [`timeout::DeadlineExceeded`](crate::timeout::DeadlineExceeded) | non-retryable: no time is left |
 /// | [`retry::BudgetExhausted`](crate::retry::BudgetExhausted) | non-retryable: retrying again would overrun the budget |
+/// | [`balance::NoEndpoints`](crate::balance::NoEndpoints) | non-retryable: the balancer already waited for an endpoint |
 /// | [`std::io::Error`] `ConnectionRefused` | retryable, unsent |
 /// | other [`std::io::Error`] connection errors (reset, aborted, broken pipe) | retryable |
 /// | (feature `http`) hyper-util connect error, HTTP/2 `REFUSED_STREAM` | retryable, unsent |
@@ -45,6 +46,9 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classification> {
         return Some(Classification::non_retryable());
     }
     if e.is::<crate::retry::BudgetExhausted>() {
+        return Some(Classification::non_retryable());
+    }
+    if e.is::<crate::balance::NoEndpoints>() {
         return Some(Classification::non_retryable());
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -85,6 +89,12 @@ mod tests {
     #[test]
     fn budget_exhausted_is_not_retryable() {
         let e: BoxError = Box::new(crate::retry::BudgetExhausted::new());
+        assert_eq!(classify_error(&*e).class(), Class::NonRetryable);
+    }
+
+    #[test]
+    fn no_endpoints_is_not_retryable() {
+        let e: BoxError = Box::new(crate::balance::NoEndpoints::new());
         assert_eq!(classify_error(&*e).class(), Class::NonRetryable);
     }
 
