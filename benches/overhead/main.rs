@@ -11,6 +11,8 @@ mod breaker;
 mod retry;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod balance;
 use tower::Service;
 
 /// An immediate service: always ready, answers at once. The cost of calling it is the floor.
@@ -59,5 +61,12 @@ fn bare(c: &mut Criterion) {
     c.bench_function("bare", |b| b.iter(|| one_call(&mut svc, 0u64).unwrap()));
 }
 
-criterion_group!(benches, bare, retry::retry, breaker::breaker);
+criterion_group!(
+    benches,
+    bare,
+    retry::retry,
+    breaker::breaker,
+    balance::meshwork_balance,
+    balance::tower_p2c
+);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use super::Classification;
 /// | [`timeout::DeadlineExceeded`](crate::timeout::DeadlineExceeded) | non-retryable: no time is left |
 /// | [`retry::BudgetExhausted`](crate::retry::BudgetExhausted) | non-retryable: retrying again would overrun the budget |
 /// | [`breaker::Open`](crate::breaker::Open) (an open breaker refused the call) | retryable, unsent |
+/// | [`balance::NoEndpoints`](crate::balance::NoEndpoints) | non-retryable: the balancer already waited for an endpoint |
 /// | [`std::io::Error`] `ConnectionRefused` | retryable, unsent |
 /// | other [`std::io::Error`] connection errors (reset, aborted, broken pipe) | retryable |
 /// | (feature `http`) hyper-util connect error, HTTP/2 `REFUSED_STREAM` | retryable, unsent |
@@ -51,6 +52,9 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classification> {
     if e.is::<crate::breaker::Open>() {
         // Refused by an open breaker before the inner service was touched.
         return Some(Classification::retryable().unsent());
+    }
+    if e.is::<crate::balance::NoEndpoints>() {
+        return Some(Classification::non_retryable());
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         use std::io::ErrorKind::*;
@@ -99,6 +103,12 @@ mod tests {
         let c = classify_error(&*e);
         assert_eq!(c.class(), Class::Retryable);
         assert!(c.is_unsent());
+    }
+
+    #[test]
+    fn no_endpoints_is_not_retryable() {
+        let e: BoxError = Box::new(crate::balance::NoEndpoints::new());
+        assert_eq!(classify_error(&*e).class(), Class::NonRetryable);
     }
 
     #[test]

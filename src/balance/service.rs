@@ -1,0 +1,419 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rand::RngExt;
+use rand::rngs::SmallRng;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::future::{MeasureFuture, ResponseFuture, Tracker};
+use super::load::EndpointLoad;
+use super::snapshot::Snapshot;
+use crate::BoxError;
+use crate::available::Available;
+use crate::classify::{Classify, DefaultClassify};
+use crate::rng::SeedSource;
+
+/// A candidate must be this much cheaper than the first draw to win: closer costs are a tie, won
+/// by the first draw (itself random, and weight-proportional). Estimates a few percent apart are
+/// noise (for example the read-time decay favours whichever endpoint was sampled least recently);
+/// letting noise decide would skew weighted shares.
+const TIE: f64 = 1.1;
+/// Pairs drawn before falling back to a scan for any available endpoint.
+const PAIR_ATTEMPTS: usize = 3;
+/// Endpoints picked (and polled for readiness) in one `poll_ready` before waiting.
+const PICK_ATTEMPTS: usize = 4;
+/// Unavailable endpoints asked to wake a waiting caller, and slots scanned to find them.
+const WATCH: usize = 8;
+const WATCH_SCAN: usize = 64;
+/// Waiting tasks remembered for "the endpoint set changed"; beyond it all are woken and forgotten
+/// (a spurious wake-up is harmless: the task registers again).
+const MAX_WAITERS: usize = 1024;
+
+/// State shared by every clone of a [`Balance`] and its discovery task.
+pub(crate) struct Shared<S, C> {
+    pub(crate) snapshot: ArcSwap<Snapshot<S>>,
+    /// Whether the discovery source has said anything yet (an empty set is then known empty).
+    pub(crate) discovered: AtomicBool,
+    waiters: Mutex<Vec<Waker>>,
+    max_wait: Duration,
+    classify: C,
+    seeds: SeedSource,
+    uses_clock: bool,
+    /// Dropped with the last clone: ends the discovery task.
+    _close: oneshot::Sender<()>,
+    #[cfg(feature = "metrics")]
+    metrics: Metrics,
+}
+
+#[cfg(feature = "metrics")]
+struct Metrics {
+    endpoints: metrics::Gauge,
+    no_endpoints: metrics::Counter,
+    discovery_errors: metrics::Counter,
+    ready_errors: metrics::Counter,
+}
+
+pub(crate) struct Config<C> {
+    pub(crate) max_wait: Duration,
+    pub(crate) classify: C,
+    pub(crate) seeds: SeedSource,
+    pub(crate) uses_clock: bool,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) labels: crate::telemetry::MetricLabels,
+}
+
+impl<S, C> Shared<S, C> {
+    pub(crate) fn new(config: Config<C>) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let (close, closed) = oneshot::channel();
+        #[cfg(feature = "metrics")]
+        let metrics = {
+            let labels = config.labels.to_metrics(&[]);
+            Metrics {
+                endpoints: metrics::gauge!("meshwork_balance_endpoints", labels.clone()),
+                no_endpoints: metrics::counter!(
+                    "meshwork_balance_no_endpoints_total",
+                    labels.clone()
+                ),
+                discovery_errors: metrics::counter!(
+                    "meshwork_balance_discovery_errors_total",
+                    labels.clone()
+                ),
+                ready_errors: metrics::counter!("meshwork_balance_ready_errors_total", labels),
+            }
+        };
+        let shared = Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            discovered: AtomicBool::new(false),
+            waiters: Mutex::new(Vec::new()),
+            max_wait: config.max_wait,
+            classify: config.classify,
+            seeds: config.seeds,
+            uses_clock: config.uses_clock,
+            _close: close,
+            #[cfg(feature = "metrics")]
+            metrics,
+        });
+        (shared, closed)
+    }
+
+    /// A new endpoint set of `len` endpoints was published: wake every waiting caller.
+    pub(crate) fn published(&self, len: usize) {
+        #[cfg(feature = "metrics")]
+        self.metrics.endpoints.set(len as f64);
+        let _ = len;
+        let waiters = std::mem::take(&mut *self.lock_waiters());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn discovery_error(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.discovery_errors.increment(1);
+    }
+
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        // A panic while holding this lock cannot leave the list inconsistent.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register_waiter(&self, waker: &Waker) {
+        let mut waiters = self.lock_waiters();
+        if waiters.iter().any(|w| w.will_wake(waker)) {
+            return;
+        }
+        if waiters.len() >= MAX_WAITERS {
+            for w in waiters.drain(..) {
+                w.wake();
+            }
+        }
+        waiters.push(waker.clone());
+    }
+}
+
+/// The endpoint a `poll_ready` reserved for the next `call`.
+enum Reservation<S> {
+    Endpoint {
+        service: S,
+        load: Arc<EndpointLoad>,
+        start: Option<Instant>,
+    },
+    NoEndpoints,
+}
+
+/// A power-of-two-choices load balancer over a discovered set of endpoints: see the
+/// [module docs](super).
+///
+/// `Balance` is `Clone + Send + Sync`: clone it into every task that sends requests. Clones share
+/// the endpoint set, the endpoints' load and the discovery task; each clone has its own random
+/// generator and its own reservation (a clone starts with none, as tower's clones do).
+///
+/// # Readiness and `NoEndpoints`
+///
+/// `poll_ready` picks an endpoint and reserves it for the next `call`. When no endpoint can take a
+/// request, it returns `Pending` for at most [`max_wait`](super::Builder::max_wait), woken when an
+/// endpoint becomes available or the set changes. When that time runs out — or at once, when
+/// discovery says the set is empty — `poll_ready` returns `Ready(Ok(()))` and the `call` fails with
+/// [`NoEndpoints`](super::NoEndpoints), as tower's `LoadShed` fails calls with `Overloaded`: the
+/// balancer stays usable, and layers that treat a `poll_ready` error as fatal (tower's `Buffer`)
+/// are not broken by a transient lack of endpoints.
+///
+/// # Removed endpoints (tower #856)
+///
+/// A reservation holds the picked endpoint's own service and load. If discovery removes that
+/// endpoint between `poll_ready` and `call`, the request still goes to the endpoint that was
+/// picked — never to another one — and completes normally, like every request already in flight
+/// there. A removed endpoint gets no new pick.
+pub struct Balance<S, C = DefaultClassify> {
+    shared: Arc<Shared<S, C>>,
+    rng: SmallRng,
+    reserved: Option<Reservation<S>>,
+    /// An endpoint picked earlier whose `poll_ready` was `Pending`: polled again first.
+    pending: Option<(Arc<EndpointLoad>, S)>,
+    /// The bound on the current wait for an endpoint (boxed only once a wait begins).
+    wait: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S, C> Balance<S, C> {
+    pub(crate) fn from_shared(shared: Arc<Shared<S, C>>) -> Self {
+        let rng = shared.seeds.rng();
+        Self {
+            shared,
+            rng,
+            reserved: None,
+            pending: None,
+            wait: None,
+        }
+    }
+
+    /// The number of endpoints in the current set (available or not).
+    pub fn len(&self) -> usize {
+        self.shared.snapshot.load().len()
+    }
+
+    /// `true` when the current set has no endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn no_endpoints(&mut self) -> Poll<Result<(), BoxError>> {
+        #[cfg(feature = "metrics")]
+        self.shared.metrics.no_endpoints.increment(1);
+        tracing::debug!("no endpoint available");
+        self.wait = None;
+        self.pending = None;
+        self.reserved = Some(Reservation::NoEndpoints);
+        Poll::Ready(Ok(()))
+    }
+
+    fn reserve(&mut self, service: S, load: Arc<EndpointLoad>, start: Option<Instant>) {
+        self.wait = None;
+        self.reserved = Some(Reservation::Endpoint {
+            service,
+            load,
+            start,
+        });
+    }
+}
+
+impl<S: Available, C> Balance<S, C> {
+    /// Power of two choices among the available endpoints of `snap` (at least one endpoint).
+    #[inline]
+    fn pick(&mut self, snap: &Snapshot<S>, now: Option<Instant>) -> Option<usize> {
+        let n = snap.len();
+        if n == 1 {
+            return snap.slots[0].service.is_available().then_some(0);
+        }
+        for _ in 0..PAIR_ATTEMPTS {
+            let (a, b) = snap.draw_pair(&mut self.rng);
+            let (sa, sb) = (&snap.slots[a], &snap.slots[b]);
+            match (sa.service.is_available(), sb.service.is_available()) {
+                (true, true) => {
+                    let ca = sa.load.weighted_cost(now, sa.weight_recip);
+                    let cb = sb.load.weighted_cost(now, sb.weight_recip);
+                    return Some(if cb * TIE < ca { b } else { a });
+                }
+                (true, false) => return Some(a),
+                (false, true) => return Some(b),
+                (false, false) => {}
+            }
+        }
+        // Most endpoints are unavailable: scan from a random point for the first two available.
+        let start = self.rng.random_range(0..n);
+        let mut found: Option<usize> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let slot = &snap.slots[i];
+            if !slot.service.is_available() {
+                continue;
+            }
+            match found {
+                None => found = Some(i),
+                Some(f) => {
+                    let other = &snap.slots[f];
+                    let cf = other.load.weighted_cost(now, other.weight_recip);
+                    let ci = slot.load.weighted_cost(now, slot.weight_recip);
+                    return Some(if ci * TIE < cf { i } else { f });
+                }
+            }
+        }
+        found
+    }
+
+    /// Arranges to be woken when waiting for an endpoint may end: the set changes, or one of a
+    /// few unavailable endpoints becomes available.
+    fn watch(&mut self, cx: &mut Context<'_>, snap: &Snapshot<S>) {
+        self.shared.register_waiter(cx.waker());
+        let n = snap.len();
+        if n == 0 {
+            return;
+        }
+        let start = self.rng.random_range(0..n);
+        let mut watched = 0;
+        for k in 0..n.min(WATCH_SCAN) {
+            let service = &snap.slots[(start + k) % n].service;
+            if service.is_available() {
+                continue;
+            }
+            if service.poll_available(cx).is_ready() {
+                // It just became available: look again.
+                cx.waker().wake_by_ref();
+                return;
+            }
+            watched += 1;
+            if watched == WATCH {
+                return;
+            }
+        }
+    }
+}
+
+impl<S, C> Clone for Balance<S, C> {
+    fn clone(&self) -> Self {
+        Self::from_shared(self.shared.clone())
+    }
+}
+
+impl<S, C> fmt::Debug for Balance<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("endpoints", &self.len())
+            .field("reserved", &self.reserved.is_some())
+            .field("waiting", &self.wait.is_some())
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for Balance<S, C>
+where
+    S: Service<Req> + Available + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.reserved.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let uses_clock = self.shared.uses_clock;
+        // An endpoint that was not ready last time, and has been asked to wake us.
+        if let Some((load, mut service)) = self.pending.take() {
+            match service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.reserve(service, load, uses_clock.then(Instant::now));
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => self.endpoint_failed(&load, e.into(), None),
+                Poll::Pending => self.pending = Some((load, service)),
+            }
+        }
+
+        // The guard does not borrow `self`; it keeps this snapshot alive while we pick from it.
+        let snap = self.shared.snapshot.load();
+        if snap.len() == 0 {
+            if self.shared.discovered.load(Ordering::Acquire) {
+                return self.no_endpoints();
+            }
+        } else {
+            let now = uses_clock.then(Instant::now);
+            for _ in 0..PICK_ATTEMPTS {
+                let Some(i) = self.pick(&snap, now) else {
+                    break;
+                };
+                let slot = &snap.slots[i];
+                let mut service = slot.service.clone();
+                match service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.pending = None;
+                        self.reserve(service, slot.load.clone(), now);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(e)) => self.endpoint_failed(&slot.load, e.into(), now),
+                    Poll::Pending => {
+                        if self.pending.is_none() {
+                            self.pending = Some((slot.load.clone(), service));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Nothing can take the request now: wait, for a bounded time.
+        self.watch(cx, &snap);
+        let max_wait = self.shared.max_wait;
+        let wait = self
+            .wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(max_wait)));
+        if wait.as_mut().poll(cx).is_ready() {
+            return self.no_endpoints();
+        }
+        Poll::Pending
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self
+            .reserved
+            .take()
+            .expect("Balance::call without a successful poll_ready")
+        {
+            Reservation::Endpoint {
+                mut service,
+                load,
+                start,
+            } => {
+                let tracker = Tracker::begin(load, start);
+                let fut = service.call(req);
+                ResponseFuture::sent(MeasureFuture::new(
+                    fut,
+                    tracker,
+                    self.shared.classify.clone(),
+                ))
+            }
+            Reservation::NoEndpoints => ResponseFuture::no_endpoints(),
+        }
+    }
+}
+
+impl<S, C> Balance<S, C> {
+    /// An endpoint's `poll_ready` failed: skip it for this pick and make it less attractive, but
+    /// keep it (tower drops such an endpoint for good).
+    fn endpoint_failed(&self, load: &EndpointLoad, error: BoxError, now: Option<Instant>) {
+        tracing::debug!(%error, "endpoint failed to become ready; skipped");
+        #[cfg(feature = "metrics")]
+        self.shared.metrics.ready_errors.increment(1);
+        if load.uses_clock() {
+            load.penalize(now.unwrap_or_else(Instant::now));
+        }
+    }
+}
