@@ -40,6 +40,7 @@
 pub mod available;
 pub mod backoff;
 pub mod balance;
+pub mod breaker;
 pub mod classify;
 pub mod discover;
 mod error;
