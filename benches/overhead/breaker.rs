@@ -8,9 +8,18 @@ use meshwork::breaker::{Breaker, BreakerConfig};
 
 use crate::{Immediate, one_call};
 
-/// Wall time for `threads` threads that each make `iters` calls on their own clone of `svc`.
-fn run_threads(svc: &Breaker<Immediate>, threads: usize, iters: u64) -> Duration {
-    let clones: Vec<_> = (0..threads).map(|_| svc.clone()).collect();
+/// Wall time for `threads` threads that each make `iters` calls on their own clone of `svc`; with
+/// `unshared`, each thread gets a breaker of its own instead (the machine's scaling ceiling).
+fn run_threads(svc: &Breaker<Immediate>, threads: usize, iters: u64, unshared: bool) -> Duration {
+    let clones: Vec<_> = (0..threads)
+        .map(|_| {
+            if unshared {
+                Breaker::new(Immediate, BreakerConfig::default())
+            } else {
+                svc.clone()
+            }
+        })
+        .collect();
     let barrier = std::sync::Barrier::new(threads + 1);
     std::thread::scope(|s| {
         for mut clone in clones {
@@ -41,9 +50,14 @@ pub fn breaker(c: &mut Criterion) {
     // (each iteration is one call per thread; both include the same thread start-up cost).
     let shared = Breaker::new(Immediate, BreakerConfig::default());
     c.bench_function("meshwork/breaker_one_thread", |b| {
-        b.iter_custom(|iters| run_threads(&shared, 1, iters))
+        b.iter_custom(|iters| run_threads(&shared, 1, iters, false))
     });
     c.bench_function("meshwork/breaker_contended", |b| {
-        b.iter_custom(|iters| run_threads(&shared, 2, iters))
+        b.iter_custom(|iters| run_threads(&shared, 2, iters, false))
+    });
+    // Control: two threads with a breaker each, nothing shared. If this does not scale either, the
+    // machine (not the breaker) is the limit.
+    c.bench_function("meshwork/breaker_unshared_2threads", |b| {
+        b.iter_custom(|iters| run_threads(&shared, 2, iters, true))
     });
 }
