@@ -42,6 +42,7 @@ pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod classify;
+pub mod client;
 pub mod discover;
 mod error;
 #[cfg(feature = "http")]

@@ -103,7 +103,13 @@ impl BreakerConfig {
         self.consecutive_failures
     }
 
-    /// The slow-call threshold, if that policy is on.
+    /// The success-rate policy, if on: (minimum success rate, window, minimum requests).
+    pub fn success_rate(&self) -> Option<(f64, Duration, u32)> {
+        self.success_rate
+            .map(|r| (r.min_rate, r.window, r.min_requests))
+    }
+
+    /// The slow-call threshold, if the slow-call policy is on.
     pub fn slow_call(&self) -> Option<Duration> {
         self.slow_call
     }
