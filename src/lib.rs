@@ -17,6 +17,31 @@
 //!    │  connection                 any tower Service (hyper client for HTTP)
 //! ```
 //!
+//! [`client::ClientBuilder`] composes the stack over any tower `Service` (one per endpoint);
+//! [`client::HttpClient`] is the HTTP version, with one hyper connection pool per endpoint:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use meshwork::client::{ClientBuilder, HttpClient, HttpClientBuilder};
+//! use meshwork::discover::{Endpoint, Static};
+//!
+//! # async fn run() -> Result<(), meshwork::BoxError> {
+//! // Where the `users` service runs (or a DNS name, a watched file, etcd...).
+//! let users = Static::new([
+//!     Endpoint::new("127.0.0.1:8081".parse()?),
+//!     Endpoint::new("127.0.0.1:8082".parse()?),
+//! ]);
+//! let client: HttpClient = HttpClientBuilder::with_stack(
+//!     ClientBuilder::new().total_timeout(Duration::from_secs(2))?,
+//! )
+//! .build(users)?;
+//! // Balanced, broken out, timed out, retried when safe, with the deadline sent downstream.
+//! let res = client.get("http://users/profile/42".parse()?).await?;
+//! println!("{}", res.status());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The layers share one vocabulary of outcomes ([`classify`]), one error convention ([`BoxError`],
 //! with small public error types to downcast to), time from `tokio::time` only (every test runs on
 //! paused time) and injectable randomness ([`rng`]).

@@ -213,7 +213,22 @@ impl<C, R> RetryPolicy<C, R> {
         self.max_retries
     }
 
-    /// The budget.
+    /// The most requeues per request.
+    pub const fn get_max_requeues(&self) -> u32 {
+        self.max_requeues
+    }
+
+    /// The backoff between tries.
+    pub const fn get_backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// The cap on a server's `Retry-After`.
+    pub const fn get_retry_after_cap(&self) -> Duration {
+        self.retry_after_cap
+    }
+
+    /// The retry budget.
     pub const fn get_budget(&self) -> &RetryBudget {
         &self.budget
     }
