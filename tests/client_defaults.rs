@@ -13,7 +13,7 @@ const TABLE: &str = include_str!("../src/client/defaults.md");
 
 /// `15 s`, `250 ms`, `64 KiB`...
 fn dur(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
