@@ -378,6 +378,33 @@ async fn unavailable_endpoints_are_skipped_not_dropped() {
     assert!(gated.hits() > 50, "{}", gated.hits());
 }
 
+/// P2C over the *available* endpoints: when one candidate of a pair is unavailable, the other is
+/// still compared with a second draw. Otherwise, with three endpoints — one fast, one slow, one
+/// broken out — the slow one would win every pair that holds the broken one: a third of the traffic.
+#[tokio::test(start_paused = true)]
+async fn an_unavailable_candidate_does_not_hand_its_pair_to_the_slow_endpoint() {
+    let fleet = Fleet::default();
+    fleet.get(addr(0)).set_latency(2);
+    fleet.get(addr(1)).set_latency(250);
+    fleet.get(addr(2)).set_latency(2);
+    let (tx, bal) = balancer(&fleet, 21);
+    tx.send(Ok(Update::Reset(eps(0..3)))).unwrap();
+    // Warm-up: every endpoint measured.
+    drive(&bal, 8, Instant::now() + Duration::from_secs(2)).await;
+    fleet.get(addr(2)).set_down(true);
+    let before = hits(&fleet, 0..3);
+    let (ok, failed) = drive(&bal, 4, Instant::now() + Duration::from_secs(10)).await;
+    assert_eq!(failed, 0);
+    let after = hits(&fleet, 0..3);
+    let slow = (after[1] - before[1]) as f64 / ok as f64;
+    assert!(
+        slow < 0.05,
+        "the slow endpoint got {:.1}% of {ok}",
+        slow * 100.0
+    );
+    assert_eq!(after[2], before[2], "the unavailable endpoint got nothing");
+}
+
 #[tokio::test(start_paused = true)]
 async fn nothing_available_waits_at_most_max_wait_then_no_endpoints() {
     let fleet = Fleet::default();

@@ -274,18 +274,34 @@ impl<S: Available, C> Balance<S, C> {
         if n == 1 {
             return snap.slots[0].service.is_available().then_some(0);
         }
+        // P2C over the *available* endpoints: an unavailable candidate is replaced by another draw,
+        // so that an available endpoint is still compared with a second one. Taking the other
+        // candidate unchallenged would hand the second-worst endpoint every pair that contains an
+        // open one (with three endpoints, a third of all traffic).
+        let mut held: Option<usize> = None;
         for _ in 0..PAIR_ATTEMPTS {
             let (a, b) = snap.draw_pair(&mut self.rng);
-            let (sa, sb) = (&snap.slots[a], &snap.slots[b]);
-            match (sa.service.is_available(), sb.service.is_available()) {
-                (true, true) => {
-                    let ca = sa.load.weighted_cost(now, sa.weight_recip);
-                    let cb = sb.load.weighted_cost(now, sb.weight_recip);
-                    return Some(if cb * TIE < ca { b } else { a });
+            if a == b {
+                // Weighted draws may pick one endpoint twice: it wins its own pair.
+                if held.is_none() && snap.slots[a].service.is_available() {
+                    return Some(a);
                 }
-                (true, false) => return Some(a),
-                (false, true) => return Some(b),
-                (false, false) => {}
+                continue;
+            }
+            for c in [a, b] {
+                if !snap.slots[c].service.is_available() {
+                    continue;
+                }
+                match held {
+                    None => held = Some(c),
+                    Some(h) if h == c => {}
+                    Some(h) => {
+                        let (sh, sc) = (&snap.slots[h], &snap.slots[c]);
+                        let ch = sh.load.weighted_cost(now, sh.weight_recip);
+                        let cc = sc.load.weighted_cost(now, sc.weight_recip);
+                        return Some(if cc * TIE < ch { c } else { h });
+                    }
+                }
             }
         }
         // Most endpoints are unavailable: scan from a random point for the first two available.
