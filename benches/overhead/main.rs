@@ -12,6 +12,8 @@ mod retry;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod balance;
+mod timeout;
+mod tower_stack;
 use tower::Service;
 
 /// An immediate service: always ready, answers at once. The cost of calling it is the floor.
@@ -65,6 +67,8 @@ criterion_group!(
     bare,
     retry::retry,
     balance::meshwork_balance,
-    balance::tower_p2c
+    balance::tower_p2c,
+    tower_stack::tower_stack,
+    timeout::meshwork_timeout
 );
 criterion_main!(benches);
