@@ -40,7 +40,9 @@
 pub mod available;
 pub mod backoff;
 pub mod balance;
+pub mod breaker;
 pub mod classify;
+pub mod client;
 pub mod discover;
 mod error;
 #[cfg(feature = "http")]

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
+mod breaker;
 mod retry;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -66,6 +67,7 @@ criterion_group!(
     benches,
     bare,
     retry::retry,
+    breaker::breaker,
     balance::meshwork_balance,
     balance::tower_p2c,
     tower_stack::tower_stack,

@@ -93,6 +93,16 @@ impl<C> Builder<C> {
         self
     }
 
+    /// The wait for an endpoint (default 1 s).
+    pub fn get_max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The load metric.
+    pub fn get_load(&self) -> Load {
+        self.load
+    }
+
     /// How responses are classified; failures are penalised in the endpoint's load.
     pub fn classify<C2>(self, classify: C2) -> Builder<C2> {
         Builder {

@@ -114,4 +114,4 @@ pub use self::builder::Builder;
 pub use self::error::NoEndpoints;
 pub use self::future::{MeasureFuture, ResponseFuture};
 pub use self::measure::{Measure, MeasureLayer};
-pub use self::service::Balance;
+pub use self::service::{Balance, EndpointStatus};

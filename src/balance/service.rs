@@ -149,6 +149,24 @@ enum Reservation<S> {
     NoEndpoints,
 }
 
+/// One endpoint of a [`Balance`], as [`Balance::endpoints`] reports it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EndpointStatus<S> {
+    /// The discovered endpoint (`None` when the balancer is fed by a tower `Discover`).
+    pub endpoint: Option<crate::discover::Endpoint>,
+    /// Its weight.
+    pub weight: u32,
+    /// Requests in flight to it.
+    pub in_flight: u64,
+    /// Its latency estimate (peak EWMA), if the load measures latency.
+    pub latency: Option<std::time::Duration>,
+    /// Its current cost, the number P2C compares (lower is better; before weighting).
+    pub cost: f64,
+    /// Its service.
+    pub service: S,
+}
+
 /// A power-of-two-choices load balancer over a discovered set of endpoints: see the
 /// [module docs](super).
 ///
@@ -202,6 +220,30 @@ impl<S, C> Balance<S, C> {
     /// `true` when the current set has no endpoint.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The current endpoint set, with each endpoint's load and a clone of its service (through
+    /// which, for example, a breaker's state can be read). For admin pages and tests: it allocates,
+    /// so keep it off the request path.
+    pub fn endpoints(&self) -> Vec<EndpointStatus<S>>
+    where
+        S: Clone,
+    {
+        let now = tokio::time::Instant::now();
+        self.shared
+            .snapshot
+            .load()
+            .slots
+            .iter()
+            .map(|slot| EndpointStatus {
+                endpoint: slot.endpoint.clone(),
+                weight: slot.weight,
+                in_flight: slot.load.in_flight(),
+                latency: slot.load.latency_estimate(now),
+                cost: slot.load.cost(now),
+                service: slot.service.clone(),
+            })
+            .collect()
     }
 
     fn no_endpoints(&mut self) -> Poll<Result<(), BoxError>> {

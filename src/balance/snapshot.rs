@@ -15,6 +15,8 @@ pub(crate) struct Slot<S> {
     pub(crate) weight_recip: f64,
     pub(crate) weight: u32,
     pub(crate) service: S,
+    /// The discovered endpoint (`None` when fed by a tower `Discover`, whose keys are opaque).
+    pub(crate) endpoint: Option<crate::discover::Endpoint>,
 }
 
 /// An endpoint set, ready to pick from.

@@ -61,12 +61,13 @@ impl<K: Hash + Eq + Clone + Debug, S> Set<K, S> {
         weight: u32,
         make: impl FnOnce() -> S,
     ) {
-        let slot = |load| {
+        let slot = |load, endpoint: &Option<Endpoint>| {
             Arc::new(Slot {
                 load,
                 weight,
                 weight_recip: 1.0 / f64::from(weight),
                 service: make(),
+                endpoint: endpoint.clone(),
             })
         };
         match self.index.get(&key) {
@@ -76,17 +77,18 @@ impl<K: Hash + Eq + Clone + Debug, S> Set<K, S> {
                     return;
                 }
                 tracing::debug!(endpoint = ?key, "balancer endpoint replaced");
-                entry.slot = slot(entry.slot.load.clone());
+                entry.slot = slot(entry.slot.load.clone(), &endpoint);
                 entry.endpoint = endpoint;
             }
             None => {
                 tracing::debug!(endpoint = ?key, "balancer endpoint added");
                 let load = Arc::new(EndpointLoad::new(self.load));
                 self.index.insert(key.clone(), self.entries.len());
+                let slot = slot(load, &endpoint);
                 self.entries.push(Entry {
                     key,
                     endpoint,
-                    slot: slot(load),
+                    slot,
                 });
                 self.added += 1;
             }

@@ -9,6 +9,7 @@ use super::Classification;
 /// | [`timeout::Elapsed`](crate::timeout::Elapsed) (a per-try timeout) | retryable |
 /// | [`timeout::DeadlineExceeded`](crate::timeout::DeadlineExceeded) | non-retryable: no time is left |
 /// | [`retry::BudgetExhausted`](crate::retry::BudgetExhausted) | non-retryable: retrying again would overrun the budget |
+/// | [`breaker::Open`](crate::breaker::Open) (an open breaker refused the call) | retryable, unsent |
 /// | [`balance::NoEndpoints`](crate::balance::NoEndpoints) | non-retryable: the balancer already waited for an endpoint |
 /// | [`std::io::Error`] `ConnectionRefused` | retryable, unsent |
 /// | other [`std::io::Error`] connection errors (reset, aborted, broken pipe) | retryable |
@@ -47,6 +48,10 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classification> {
     }
     if e.is::<crate::retry::BudgetExhausted>() {
         return Some(Classification::non_retryable());
+    }
+    if e.is::<crate::breaker::Open>() {
+        // Refused by an open breaker before the inner service was touched.
+        return Some(Classification::retryable().unsent());
     }
     if e.is::<crate::balance::NoEndpoints>() {
         return Some(Classification::non_retryable());
@@ -90,6 +95,14 @@ mod tests {
     fn budget_exhausted_is_not_retryable() {
         let e: BoxError = Box::new(crate::retry::BudgetExhausted::new());
         assert_eq!(classify_error(&*e).class(), Class::NonRetryable);
+    }
+
+    #[test]
+    fn breaker_open_is_retryable_and_unsent() {
+        let e: BoxError = Box::new(crate::breaker::Open::new());
+        let c = classify_error(&*e);
+        assert_eq!(c.class(), Class::Retryable);
+        assert!(c.is_unsent());
     }
 
     #[test]

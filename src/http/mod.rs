@@ -42,10 +42,12 @@
 
 mod connect;
 mod deadline;
+mod first_frame;
 mod replay;
 mod retry;
 
 pub use self::connect::{ConnectConfig, EndpointFuture, HttpEndpoint, HttpVersion};
+pub use self::first_frame::{FirstFrame, FirstFrameBody, FirstFrameFuture, FirstFrameLayer};
 
 pub use self::deadline::{
     DEADLINE_HEADER, GRPC_TIMEOUT, PropagateDeadline, PropagateDeadlineLayer, format_grpc_timeout,

@@ -1,0 +1,327 @@
+use std::time::Duration;
+
+use futures_core::Stream;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::optional::Optional;
+use super::service::{Client, EndpointStack};
+use crate::available::Always;
+use crate::balance;
+use crate::breaker::{Breaker, BreakerConfig, Mode};
+use crate::classify::DefaultClassify;
+use crate::discover::{Endpoint, Update};
+use crate::retry::{CloneWithDeadline, Retry, RetryPolicy};
+use crate::rng::SeedSource;
+use crate::telemetry::MetricLabels;
+use crate::timeout::{DeadlineLayer, Timeout};
+use crate::{BoxError, ConfigError};
+
+/// Composes the whole client stack: see the [module docs](super) for the picture and the defaults.
+///
+/// Every layer can be configured or turned off; `build` checks the combination and returns a
+/// [`Client`].
+///
+/// The builder is generic over the classifier `C` (one for every layer: breaker, load, retry) and
+/// over how a request is replayed for a retry, `R` (by default a `Clone` request that carries its
+/// [deadline](crate::timeout::CarryDeadline)).
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwork::client::ClientBuilder;
+/// use meshwork::retry::RetryPolicy;
+///
+/// let builder = ClientBuilder::new()
+///     .total_timeout(Duration::from_secs(2))?
+///     .per_try_timeout(Duration::from_millis(500))?
+///     .retry(RetryPolicy::new().max_retries(3));
+/// assert_eq!(builder.get_total_timeout(), Some(Duration::from_secs(2)));
+/// # Ok::<(), meshwork::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder<C = DefaultClassify, R = CloneWithDeadline> {
+    total_timeout: Option<Duration>,
+    per_try_timeout: PerTry,
+    retry: Option<RetryPolicy>,
+    breaker: Option<BreakerConfig>,
+    balance: balance::Builder,
+    classify: C,
+    replay: R,
+    seeds: Option<SeedSource>,
+    labels: MetricLabels,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The per-try timeout setting: derived from the total unless set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PerTry {
+    /// A third of the total timeout (or [`DEFAULT_PER_TRY_TIMEOUT`] with no total).
+    Derived,
+    Set(Duration),
+    Off,
+}
+
+/// The default total timeout: Envoy's default route timeout.
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default per-try timeout with the default total: a third of the total, so that a first try
+/// and two retries fit. With another total, the default per-try timeout is a third of that total.
+pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ClientBuilder {
+    /// A builder with every layer on, at the defaults listed in the [module docs](super).
+    pub fn new() -> Self {
+        Self {
+            total_timeout: Some(DEFAULT_TOTAL_TIMEOUT),
+            per_try_timeout: PerTry::Derived,
+            retry: Some(RetryPolicy::new()),
+            breaker: Some(BreakerConfig::default()),
+            balance: balance::Builder::new(),
+            classify: DefaultClassify,
+            replay: CloneWithDeadline,
+            seeds: None,
+            labels: MetricLabels::new(),
+        }
+    }
+}
+
+impl<C, R> ClientBuilder<C, R> {
+    /// Bounds each request, all tries included (non-zero). See [`DeadlineLayer`].
+    pub fn total_timeout(mut self, total: Duration) -> Result<Self, ConfigError> {
+        self.total_timeout = Some(crate::error::non_zero("total_timeout", total)?);
+        Ok(self)
+    }
+
+    /// No total timeout (and no deadline set on requests; one the caller set is still honoured
+    /// by the retry layer).
+    pub fn no_total_timeout(mut self) -> Self {
+        self.total_timeout = None;
+        self
+    }
+
+    /// Bounds each try, readiness wait included (non-zero). See [`Timeout`].
+    pub fn per_try_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        self.per_try_timeout = PerTry::Set(crate::error::non_zero("per_try_timeout", timeout)?);
+        Ok(self)
+    }
+
+    /// No per-try timeout.
+    pub fn no_per_try_timeout(mut self) -> Self {
+        self.per_try_timeout = PerTry::Off;
+        self
+    }
+
+    /// The retry policy (its classifier and replay are replaced by the builder's). Share a
+    /// [`RetryBudget`](crate::retry::RetryBudget) between clients by giving their policies the
+    /// same budget.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// No retries.
+    pub fn no_retries(mut self) -> Self {
+        self.retry = None;
+        self
+    }
+
+    /// The per-endpoint circuit breaker's configuration. It must be in [`Mode::Gate`]: under the
+    /// balancer, an open breaker makes its endpoint unavailable.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// No circuit breakers.
+    pub fn no_breaker(mut self) -> Self {
+        self.breaker = None;
+        self
+    }
+
+    /// The balancer's settings (load metric, wait for an endpoint). Its classifier, seed and
+    /// labels are replaced by the builder's.
+    pub fn balance(mut self, balance: balance::Builder) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// The classifier every layer uses.
+    pub fn classify<C2>(self, classify: C2) -> ClientBuilder<C2, R> {
+        ClientBuilder {
+            total_timeout: self.total_timeout,
+            per_try_timeout: self.per_try_timeout,
+            retry: self.retry,
+            breaker: self.breaker,
+            balance: self.balance,
+            classify,
+            replay: self.replay,
+            seeds: self.seeds,
+            labels: self.labels,
+        }
+    }
+
+    /// How a request is copied for another try (see [`Replay`](crate::retry::Replay)).
+    pub fn replay<R2>(self, replay: R2) -> ClientBuilder<C, R2> {
+        ClientBuilder {
+            total_timeout: self.total_timeout,
+            per_try_timeout: self.per_try_timeout,
+            retry: self.retry,
+            breaker: self.breaker,
+            balance: self.balance,
+            classify: self.classify,
+            replay,
+            seeds: self.seeds,
+            labels: self.labels,
+        }
+    }
+
+    /// The source of randomness for every layer (P2C picks, jitter): seed it for deterministic runs.
+    pub fn seed(mut self, seeds: SeedSource) -> Self {
+        self.seeds = Some(seeds);
+        self
+    }
+
+    /// Static labels on every metric the stack emits (for example `upstream="users"`).
+    pub fn labels(mut self, labels: MetricLabels) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The total timeout, if on.
+    pub fn get_total_timeout(&self) -> Option<Duration> {
+        self.total_timeout
+    }
+
+    /// The per-try timeout, if on: the one set, or by default a third of the total timeout.
+    pub fn get_per_try_timeout(&self) -> Option<Duration> {
+        match self.per_try_timeout {
+            PerTry::Derived => Some(
+                self.total_timeout
+                    .map_or(DEFAULT_PER_TRY_TIMEOUT, |total| total / 3),
+            ),
+            PerTry::Set(d) => Some(d),
+            PerTry::Off => None,
+        }
+    }
+
+    /// The retry policy, if on.
+    pub fn get_retry(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    /// The breaker configuration, if on.
+    pub fn get_breaker(&self) -> Option<&BreakerConfig> {
+        self.breaker.as_ref()
+    }
+
+    /// The balancer's settings.
+    pub fn get_balance(&self) -> &balance::Builder {
+        &self.balance
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if let (Some(total), Some(try_)) = (self.total_timeout, self.get_per_try_timeout())
+            && try_ > total
+        {
+            return Err(ConfigError::new(
+                "per_try_timeout",
+                "must not exceed `total_timeout`",
+            ));
+        }
+        if let Some(b) = &self.breaker
+            && b.mode() != Mode::Gate
+        {
+            return Err(ConfigError::new(
+                "breaker.mode",
+                "must be `Gate` under a balancer (an open endpoint is skipped, not failed)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the client over a discovery source and `make`, which builds the connection service
+    /// of one endpoint. Spawns the balancer's discovery task, so it must be called within a tokio
+    /// runtime.
+    ///
+    /// Fails when the combination is invalid: a per-try timeout longer than the total, or a breaker
+    /// in fail-fast mode.
+    pub fn build<D, E, M, S, Req>(
+        self,
+        discover: D,
+        mut make: M,
+    ) -> Result<Client<S, C, R>, ConfigError>
+    where
+        D: Stream<Item = Result<Update, E>> + Send + 'static,
+        E: Into<BoxError>,
+        M: FnMut(&Endpoint) -> S + Send + 'static,
+        S: Service<Req> + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        C: Clone + Send + Sync + 'static,
+    {
+        self.check()?;
+        let per_try = self.get_per_try_timeout();
+        let seeds = self.seeds.unwrap_or_default();
+        let labels = self.labels;
+        let classify = self.classify;
+        let breaker = self.breaker.map(|mut config| {
+            config.seeds = Some(seeds.clone());
+            config.labels = merge(&labels, &config.labels);
+            config
+        });
+        let endpoint_classify = classify.clone();
+        let make_endpoint = move |ep: &Endpoint| -> EndpointStack<S, C> {
+            let svc = make(ep);
+            let svc = match per_try {
+                Some(t) => Optional::On(Timeout::from_parts(svc, t)),
+                None => Optional::Off(svc),
+            };
+            match &breaker {
+                Some(config) => {
+                    let mut config = config.clone();
+                    config.labels = config.labels.with("endpoint", ep.addr().to_string());
+                    Optional::On(Breaker::with_classify(
+                        svc,
+                        config,
+                        endpoint_classify.clone(),
+                    ))
+                }
+                None => Optional::Off(Always::new(svc)),
+            }
+        };
+        let balance = self
+            .balance
+            .classify(classify.clone())
+            .seed(seeds.clone())
+            .labels(labels.clone())
+            .build(discover, make_endpoint);
+        let status = balance.clone();
+        let budget = self.retry.as_ref().map(|p| p.get_budget().clone());
+        let retry = match self.retry {
+            Some(policy) => {
+                let policy = policy
+                    .classify(classify)
+                    .replay(self.replay)
+                    .seed(seeds)
+                    .labels(labels);
+                Optional::On(Retry::new(balance, policy))
+            }
+            None => Optional::Off(balance),
+        };
+        let stack = match self.total_timeout {
+            Some(total) => Optional::On(DeadlineLayer::new(total)?.layer(retry)),
+            None => Optional::Off(retry),
+        };
+        Ok(Client::from_parts(stack, status, budget))
+    }
+}
+
+/// `outer`'s labels, then `inner`'s (which win on a clash).
+fn merge(outer: &MetricLabels, inner: &MetricLabels) -> MetricLabels {
+    inner
+        .iter()
+        .fold(outer.clone(), |acc, (k, v)| acc.with(k, v.to_owned()))
+}

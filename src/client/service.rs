@@ -1,0 +1,130 @@
+use std::fmt;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use super::optional::Optional;
+use crate::BoxError;
+use crate::available::Always;
+use crate::balance::Balance;
+use crate::breaker::{Breaker, State};
+use crate::classify::DefaultClassify;
+use crate::discover::Endpoint;
+use crate::retry::{CloneWithDeadline, Retry, RetryBudget};
+use crate::timeout::{Timeout, WithDeadline};
+
+/// One try's bound around an endpoint's connection service.
+pub type TryStack<S> = Optional<Timeout<S>, S>;
+
+/// The per-endpoint stack the balancer picks from: the circuit breaker (gate mode) over the
+/// per-try timeout over the connection.
+pub type EndpointStack<S, C> = Optional<Breaker<TryStack<S>, C>, Always<TryStack<S>>>;
+
+type Balanced<S, C> = Balance<EndpointStack<S, C>, C>;
+type RetryStack<S, C, R> = Optional<Retry<Balanced<S, C>, C, R>, Balanced<S, C>>;
+type Stack<S, C, R> = Optional<WithDeadline<RetryStack<S, C, R>>, RetryStack<S, C, R>>;
+
+/// The composed client: deadline → retry → balance → per endpoint [breaker → per-try timeout →
+/// connection]. Built by [`ClientBuilder`](super::ClientBuilder).
+///
+/// `Client` is `Clone + Send + Sync` (when its parts are): clone it into every task. Clones share
+/// the endpoint set, loads, breakers and retry budget; no `Buffer` task sits in front.
+pub struct Client<S, C = DefaultClassify, R = CloneWithDeadline> {
+    stack: Stack<S, C, R>,
+    status: Balanced<S, C>,
+    budget: Option<RetryBudget>,
+}
+
+impl<S, C, R> Clone for Client<S, C, R>
+where
+    Stack<S, C, R>: Clone,
+    Balanced<S, C>: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            stack: self.stack.clone(),
+            status: self.status.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl<S, C, R> fmt::Debug for Client<S, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.status.len())
+            .field("retry_budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One endpoint of a [`Client`], for admin pages and tests.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EndpointInfo {
+    /// The endpoint (`None` only for a balancer fed by a tower `Discover`).
+    pub endpoint: Option<Endpoint>,
+    /// Requests in flight to it.
+    pub in_flight: u64,
+    /// Its latency estimate (peak EWMA), if the load measures latency.
+    pub latency: Option<std::time::Duration>,
+    /// The cost P2C compares.
+    pub cost: f64,
+    /// Its breaker's state, if breakers are on.
+    pub breaker: Option<State>,
+}
+
+impl<S, C, R> Client<S, C, R> {
+    pub(super) fn from_parts(
+        stack: Stack<S, C, R>,
+        status: Balanced<S, C>,
+        budget: Option<RetryBudget>,
+    ) -> Self {
+        Self {
+            stack,
+            status,
+            budget,
+        }
+    }
+
+    /// The endpoints the balancer currently knows, with their load and breaker state. Allocates:
+    /// keep it off the request path.
+    pub fn endpoints(&self) -> Vec<EndpointInfo>
+    where
+        EndpointStack<S, C>: Clone,
+    {
+        self.status
+            .endpoints()
+            .into_iter()
+            .map(|e| EndpointInfo {
+                endpoint: e.endpoint,
+                in_flight: e.in_flight,
+                latency: e.latency,
+                cost: e.cost,
+                breaker: e.service.on().map(|b| b.handle().state()),
+            })
+            .collect()
+    }
+
+    /// The retry budget, when retries are on.
+    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.budget.as_ref()
+    }
+}
+
+impl<S, C, R, Req> Service<Req> for Client<S, C, R>
+where
+    Stack<S, C, R>: Service<Req, Error = BoxError>,
+{
+    type Response = <Stack<S, C, R> as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = <Stack<S, C, R> as Service<Req>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.stack.call(req)
+    }
+}
