@@ -13,6 +13,7 @@ mod retry;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod balance;
+mod full_stack;
 mod timeout;
 mod tower_stack;
 use tower::Service;
@@ -71,6 +72,8 @@ criterion_group!(
     balance::meshwork_balance,
     balance::tower_p2c,
     tower_stack::tower_stack,
-    timeout::meshwork_timeout
+    timeout::meshwork_timeout,
+    full_stack::full_stack,
+    full_stack::full_stack_contended
 );
 criterion_main!(benches);
