@@ -13,6 +13,9 @@ mod retry;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod balance;
+mod full_stack;
+mod timeout;
+mod tower_stack;
 use tower::Service;
 
 /// An immediate service: always ready, answers at once. The cost of calling it is the floor.
@@ -67,6 +70,10 @@ criterion_group!(
     retry::retry,
     breaker::breaker,
     balance::meshwork_balance,
-    balance::tower_p2c
+    balance::tower_p2c,
+    tower_stack::tower_stack,
+    timeout::meshwork_timeout,
+    full_stack::full_stack,
+    full_stack::full_stack_contended
 );
 criterion_main!(benches);
