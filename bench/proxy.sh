@@ -164,6 +164,25 @@ start_group() {
   setsid "${pinned[@]}" "$@" >"$logfile" 2>&1 </dev/null &
   STARTED=$!
   GROUPS_RUNNING+=("$STARTED")
+  # On a loaded machine the child may not have run setsid yet: wait (2 s at most) until it leads
+  # its group, so that signals to the group reach it.
+  local i
+  for i in $(seq 1 200); do
+    [ "$(pgrp_of "$STARTED")" = "$STARTED" ] && return 0
+    kill -0 "$STARTED" 2>/dev/null || return 0
+    sleep 0.01
+  done
+  log "warning: process $STARTED did not start its own process group"
+}
+
+# pgrp_of PID: the process group of PID (empty when it is gone).
+pgrp_of() {
+  local line
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+  line=${line##*) }
+  local -a fields
+  read -ra fields <<<"$line"
+  echo "${fields[2]}"
 }
 
 group_alive() { kill -0 -- "-$1" 2>/dev/null; }
@@ -201,22 +220,23 @@ cleanup() {
 
 port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-# wait_port PORT GROUP LOG: waits until 127.0.0.1:PORT accepts connections (5 s at most).
+# wait_port PORT GROUP LOG: waits until 127.0.0.1:PORT answers HTTP (10 s at most).
 wait_port() {
-  local port=$1 pg=$2 logfile=$3 i
-  for i in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  local port=$1 pg=$2 logfile=$3 deadline=$((SECONDS + 10))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    # Any HTTP answer will do: every target speaks HTTP.
+    if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then
       return 0
     fi
     if ! group_alive "$pg"; then
-      log "the process exited before listening on $port; its log:"
-      cat "$logfile" >&2
+      log "the process exited before listening on $port; its log ($logfile):"
+      cat "$logfile" >&2 || true
       return 1
     fi
     sleep 0.05
   done
-  log "nothing listens on 127.0.0.1:$port after 5 s; log:"
-  cat "$logfile" >&2
+  log "nothing answers on 127.0.0.1:$port after 10 s; its log ($logfile):"
+  cat "$logfile" >&2 || true
   return 1
 }
 
@@ -425,7 +445,7 @@ fmt_us() {
   awk -v u="$1" 'BEGIN { if (u == "") print "—"; else if (u < 1000) printf "%d µs", u;
     else if (u < 100000) printf "%.2f ms", u / 1000; else printf "%.0f ms", u / 1000 }'
 }
-fmt_int() { awk -v n="$1" 'BEGIN { if (n == "") print "—"; else printf "%\047d", n }'; }
+fmt_int() { awk -v n="$1" 'BEGIN { if (n == "") print "—"; else printf "%d", n }'; }
 fmt_mb() { awk -v k="$1" 'BEGIN { if (k == "" || k == 0) print "—"; else printf "%.1f MB", k / 1024 }'; }
 
 # cell VALUE HAPROXY_VALUE FORMATTED: "FORMATTED (ratio×)" when both numbers exist.
@@ -452,7 +472,9 @@ report() {
   echo "## The sidecar against HAProxy and nginx"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores, $CPU_MODEL; Linux $(uname -r);"
-  echo "meshwork $GIT_REV; wrk $WRK_VERSION (max throughput), oha $OHA_VERSION (fixed rate)."
+  echo "meshwork $GIT_REV; wrk $WRK_VERSION (max throughput), oha $OHA_VERSION (fixed rate);" \
+    "load average before / after: $LOADAVG_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)."
+  [[ " $TARGETS " == *" sidecar "* ]] && echo "Sidecar binary: $SIDECAR_BIN."
   echo "Layout: load generator on core $LOAD_CPU, proxy on core $PROXY_CPU (one worker thread)," \
     "both backends on core $BACKEND_CPU."
   echo "Load: $CONNECTIONS keep-alive connections; ${DURATION} s at max throughput (wrk) then" \
@@ -513,6 +535,7 @@ main() {
   OHA_VERSION=$(oha --version 2>/dev/null | awk '{ print $2 }')
   GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "(not a git checkout)")
 
+  LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
   RUN_DIR="$OUT/proxy-$(date -u +%Y%m%d-%H%M%S)"
   mkdir -p "$RUN_DIR"
   log "outputs in $RUN_DIR"
