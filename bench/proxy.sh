@@ -257,9 +257,9 @@ run_load() {
 
 CLK_TCK=$(getconf CLK_TCK)
 
-# cpu_ticks GROUP: user + system CPU time (clock ticks) of every live process in the group.
+# cpu_ticks GROUP: "USER SYSTEM" CPU time (clock ticks) of every live process in the group.
 cpu_ticks() {
-  local pg=$1 total=0 f line rest
+  local pg=$1 user=0 system=0 f line rest
   local -a fields
   for f in /proc/[0-9]*/stat; do
     { read -r line <"$f"; } 2>/dev/null || continue
@@ -267,10 +267,11 @@ cpu_ticks() {
     read -ra fields <<<"$rest"
     # After "pid (comm) ": 0 state, 1 ppid, 2 pgrp, ..., 11 utime, 12 stime.
     if [ "${fields[2]}" = "$pg" ]; then
-      total=$((total + fields[11] + fields[12]))
+      user=$((user + fields[11]))
+      system=$((system + fields[12]))
     fi
   done
-  echo "$total"
+  echo "$user $system"
 }
 
 # peak_rss_kb GROUP: the largest VmHWM in the group, the process that serves the traffic (for
@@ -318,7 +319,7 @@ render() {
 # ---------------------------------------------------------------------------------------------------
 # One target.
 
-declare -A RPS P50 P99 FIX_RPS FIX_P50 FIX_P99 CPU_US RSS_KB ERRORS SEEN
+declare -A RPS P50 P99 FIX_RPS FIX_P50 FIX_P99 CPU_US CPU_SPLIT RSS_KB ERRORS SEEN
 
 # sanity PORT NAME: 16 requests must all be 200 with a backend's body; records which backends answered.
 sanity() {
@@ -414,7 +415,7 @@ run_target() {
 
   sleep 1
   log "$name: fixed rate: oha, $RATE req/s, $CONNECTIONS connections, ${DURATION} s"
-  local ticks0=0 ticks1=0
+  local ticks0="0 0" ticks1="0 0"
   [ -n "$pg" ] && ticks0=$(cpu_ticks "$pg")
   run_load "$dir/oha.json" oha --no-tui --output-format json --latency-correction \
     --wait-ongoing-requests-after-deadline -z "${DURATION}s" -c "$CONNECTIONS" -q "$RATE" "$url" ||
@@ -430,8 +431,13 @@ run_target() {
   ERRORS[$name]="${ERRORS[$name]}; oha: $((total - ok)) errors or non-200 of $total"
 
   if [ -n "$pg" ]; then
-    CPU_US[$name]=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$ok" \
+    local user system
+    user=$((${ticks1% *} - ${ticks0% *}))
+    system=$((${ticks1#* } - ${ticks0#* }))
+    CPU_US[$name]=$(awk -v t=$((user + system)) -v hz="$CLK_TCK" -v n="$ok" \
       'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "" }')
+    CPU_SPLIT[$name]=$(awk -v u="$user" -v s="$system" -v hz="$CLK_TCK" -v n="$ok" \
+      'BEGIN { if (n > 0) printf "CPU %.1f µs user + %.1f µs system per request", u * 1e6 / hz / n, s * 1e6 / hz / n }')
     RSS_KB[$name]=$(peak_rss_kb "$pg")
     stop_group "$pg"
   fi
@@ -505,7 +511,7 @@ report() {
     fi
   done
   for t in $TARGETS; do
-    echo "- $(label "$t"): ${ERRORS[$t]}; backends answering: ${SEEN[$t]}."
+    echo "- $(label "$t"): ${ERRORS[$t]}; backends answering: ${SEEN[$t]}${CPU_SPLIT[$t]:+; ${CPU_SPLIT[$t]}}."
   done
 }
 
