@@ -31,7 +31,8 @@
 //! discovery = { kind = "static", endpoints = ["127.0.0.1:8081", "127.0.0.1:8082"] }
 //! # discovery = { kind = "dns", name = "users.internal", port = 8080, refresh = "30s" }   (feature dns)
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
-//! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc/users" } (feature etcd)
+//! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "services/users" } (feature etcd;
+//! #   optional: request_timeout = "5s", connect_timeout = "1s", keep_alive = "10s")
 //! timeouts = { per_try = "2s", total = "15s" }
 //! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
 //! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
@@ -263,13 +264,41 @@ pub enum Discovery {
         /// Path of the file.
         path: PathBuf,
     },
-    /// etcd v3 keys under `prefix` (feature `etcd`).
+    /// etcd v3 keys under `prefix` (feature `etcd`): one key per endpoint, the value JSON in etcd's
+    /// endpoint-manager form `{"Addr":"ip:port",...}` or meshwork's `{"addr":"ip:port",...}` (see
+    /// `meshwork::discover::etcd`).
+    ///
+    /// The sidecar starts even when etcd is unreachable: the upstream has no endpoint (503) until
+    /// the first read succeeds, and the source retries with a jittered backoff; once it has read
+    /// a set, a lost connection keeps that set. Only a malformed URL fails at start.
     Etcd {
-        /// etcd client URLs.
+        /// etcd client URLs (`http://host:port`).
         endpoints: Vec<String>,
-        /// Key prefix.
+        /// Key prefix (a `/` is appended if missing).
         prefix: String,
+        /// Bound on one range read or watch creation (default 5 s).
+        #[serde(default = "default_etcd_request_timeout")]
+        request_timeout: Dur,
+        /// Bound on establishing a connection to etcd (default 1 s).
+        #[serde(default = "default_etcd_connect_timeout")]
+        connect_timeout: Dur,
+        /// gRPC keep-alive ping interval, to notice a silently dead connection (default 10 s; at
+        /// least 5 s, etcd's `--grpc-keepalive-min-time`: etcd closes connections that ping faster).
+        #[serde(default = "default_etcd_keep_alive")]
+        keep_alive: Dur,
     },
+}
+
+fn default_etcd_request_timeout() -> Dur {
+    secs(5)
+}
+
+fn default_etcd_connect_timeout() -> Dur {
+    secs(1)
+}
+
+fn default_etcd_keep_alive() -> Dur {
+    secs(10)
 }
 
 fn default_refresh() -> Dur {
@@ -566,7 +595,13 @@ impl UpstreamConfig {
                     return Err(FieldError::new(format!("{d}.path"), "must not be empty"));
                 }
             }
-            Discovery::Etcd { endpoints, prefix } => {
+            Discovery::Etcd {
+                endpoints,
+                prefix,
+                request_timeout,
+                connect_timeout,
+                keep_alive,
+            } => {
                 if !cfg!(feature = "etcd") {
                     return Err(feature_off(format!("{d}.kind"), "etcd"));
                 }
@@ -578,6 +613,23 @@ impl UpstreamConfig {
                 }
                 if prefix.is_empty() {
                     return Err(FieldError::new(format!("{d}.prefix"), "must not be empty"));
+                }
+                if let Some(url) = endpoints
+                    .iter()
+                    .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                {
+                    return Err(FieldError::new(
+                        format!("{d}.endpoints"),
+                        format!("`{url}` is not an http:// or https:// URL"),
+                    ));
+                }
+                non_zero(&format!("{d}.request_timeout"), *request_timeout)?;
+                non_zero(&format!("{d}.connect_timeout"), *connect_timeout)?;
+                if keep_alive.0 < Duration::from_secs(5) {
+                    return Err(FieldError::new(
+                        format!("{d}.keep_alive"),
+                        "must be at least 5s (etcd closes connections that ping more often)",
+                    ));
                 }
             }
         }
@@ -726,6 +778,21 @@ mod tests {
                     err.contains("upstreams.users.discovery.kind") && err.contains(feature),
                     "{err}"
                 );
+            }
+        }
+        if cfg!(feature = "etcd") {
+            for (line, field) in [
+                (
+                    r#"discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc", keep_alive = "1s" }"#,
+                    "upstreams.users.discovery.keep_alive",
+                ),
+                (
+                    r#"discovery = { kind = "etcd", endpoints = ["127.0.0.1:2379"], prefix = "/svc" }"#,
+                    "upstreams.users.discovery.endpoints",
+                ),
+            ] {
+                let err = Config::from_toml(&GOOD.replace(static_, line)).unwrap_err();
+                assert!(err.contains(field), "{field} not in: {err}");
             }
         }
         let err = Config::from_toml(&GOOD.replace(

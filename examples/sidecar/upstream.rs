@@ -295,6 +295,31 @@ async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxErr
                 .map_err(field(p(), &[]))?;
             Ok(Box::pin(file))
         }
+        #[cfg(feature = "etcd")]
+        Discovery::Etcd {
+            endpoints,
+            prefix,
+            request_timeout,
+            connect_timeout,
+            keep_alive,
+        } => {
+            use meshwork::discover::etcd::EtcdDiscover;
+            let source = EtcdDiscover::builder(prefix.clone())
+                .map_err(field(p(), &[]))?
+                .request_timeout(request_timeout.0)
+                .map_err(field(p(), &[]))?
+                .metric_labels(labels());
+            // The connection is lazy: this fails only on a malformed URL, never because etcd is
+            // down; the source then reports errors and retries with its backoff.
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(connect_timeout.0)
+                .with_keep_alive(keep_alive.0, std::time::Duration::from_secs(3));
+            let client = etcd_client::Client::connect(endpoints.clone(), Some(options))
+                .await
+                .map_err(|e| format!("{}.endpoints: cannot use {endpoints:?}: {e}", p()))?;
+            Ok(Box::pin(source.build(client)))
+        }
+        #[allow(unreachable_patterns)]
         other => {
             let kind = match other {
                 Discovery::Dns { .. } => "dns",
