@@ -265,6 +265,10 @@ pub async fn build(name: &str, config: &UpstreamConfig) -> Result<Upstream, BoxE
 /// The discovery source of upstream `name`.
 async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxError> {
     let p = || format!("upstreams.{name}.discovery");
+    #[cfg_attr(
+        not(any(feature = "dns", feature = "file", feature = "etcd")),
+        allow(unused_variables)
+    )]
     let labels = || MetricLabels::new().with("upstream", name.to_owned());
     match config {
         Discovery::Static { endpoints } => Ok(Box::pin(Static::new(
