@@ -115,7 +115,7 @@ pub async fn start(config: Config, install_recorder: bool) -> Result<Running, Bo
     let started = async {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (name, u) in &config.upstreams {
-            upstreams.push(upstream::build(name, u).await?);
+            upstreams.push(upstream::build(name, u, config.seed).await?);
         }
         wait_for_static(&config, &upstreams).await;
         let proxy = Arc::new(proxy::Proxy::new(&config, upstreams));

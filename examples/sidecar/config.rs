@@ -11,6 +11,7 @@
 //! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
 //! shutdown_drain_timeout = "30s"    # how long in-flight requests may finish after SIGTERM
 //! access_log = false                # one line per request under the `meshwork::access` target
+//! # seed = 42                       # seeds P2C picks and jitter, for reproducible runs
 //!
 //! [listener]
 //! address = "127.0.0.1:4140"
@@ -134,6 +135,10 @@ pub struct Config {
     /// One `info` line per request under target `meshwork::access` (default off).
     #[serde(default)]
     pub access_log: bool,
+    /// Seed of every random choice the stacks make (P2C picks, backoff jitter), for reproducible
+    /// runs such as the demo (default: from the OS).
+    #[serde(default)]
+    pub seed: Option<u64>,
     /// The proxy listener and its limits.
     #[serde(default)]
     pub listener: ListenerConfig,
@@ -461,6 +466,7 @@ impl Config {
             admin: default_admin(),
             shutdown_drain_timeout: default_drain(),
             access_log: false,
+            seed: None,
             listener: ListenerConfig {
                 address: listen,
                 ..ListenerConfig::default()

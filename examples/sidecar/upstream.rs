@@ -233,13 +233,27 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
 ///
 /// Must be called inside a tokio runtime: the balancer's discovery task is spawned here. Fails
 /// when the configuration is invalid or its discovery source cannot start, naming the field.
-pub async fn build(name: &str, config: &UpstreamConfig) -> Result<Upstream, BoxError> {
+///
+/// `seed`: the seed of the stack's random choices (mixed with the upstream's name, so that two
+/// upstreams do not make the same choices); `None` takes it from the OS.
+pub async fn build(
+    name: &str,
+    config: &UpstreamConfig,
+    seed: Option<u64>,
+) -> Result<Upstream, BoxError> {
     let Plan {
-        stack,
+        mut stack,
         connect,
         replay_limit,
         version,
     } = plan(name, config)?;
+    if let Some(seed) = seed {
+        // FNV-1a of the name, mixed into the seed.
+        let mixed = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        stack = stack.seed(meshwork::rng::SeedSource::from_seed(mixed));
+    }
     let source = discovery(name, &config.discovery).await?;
     let upstream: Arc<str> = Arc::from(name);
     let metrics_name = upstream.clone();
