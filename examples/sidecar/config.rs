@@ -11,6 +11,7 @@
 //! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
 //! shutdown_drain_timeout = "30s"    # how long in-flight requests may finish after SIGTERM
 //! access_log = false                # one line per request under the `meshwork::access` target
+//! # seed = 42                       # seeds P2C picks and jitter, for reproducible runs
 //!
 //! [listener]
 //! address = "127.0.0.1:4140"
@@ -31,15 +32,18 @@
 //! discovery = { kind = "static", endpoints = ["127.0.0.1:8081", "127.0.0.1:8082"] }
 //! # discovery = { kind = "dns", name = "users.internal", port = 8080, refresh = "30s" }   (feature dns)
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
-//! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc/users" } (feature etcd)
+//! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "services/users" } (feature etcd;
+//! #   optional: request_timeout = "5s", connect_timeout = "1s", keep_alive = "10s")
 //! timeouts = { per_try = "2s", total = "15s" }
-//! balancer = { load = "peak_ewma", decay = "10s" }
-//! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "30s", min_requests = 10, backoff_base = "5s", backoff_max = "60s" }
-//! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "1s", replay_limit_bytes = 65536 }
+//! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
+//! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
+//! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "250ms", replay_limit_bytes = 65536 }
+//! # breaker = { enabled = false }   retry = { enabled = false }   turn a layer off
 //! ```
 //!
-//! The `balancer`, `breaker` and `retry` sections are parsed and validated now; the client builder
-//! wires them into the forwarding stack (see `upstream.rs`).
+//! Each upstream becomes one meshwork client stack (see `upstream.rs`): `timeouts`, `retry`,
+//! `balancer` and `breaker` configure its layers; every value is also checked by the library's own
+//! builders at start (and by `--check`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,7 +63,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A mistake in `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -130,6 +135,10 @@ pub struct Config {
     /// One `info` line per request under target `meshwork::access` (default off).
     #[serde(default)]
     pub access_log: bool,
+    /// Seed of every random choice the stacks make (P2C picks, backoff jitter), for reproducible
+    /// runs such as the demo (default: from the OS).
+    #[serde(default)]
+    pub seed: Option<u64>,
     /// The proxy listener and its limits.
     #[serde(default)]
     pub listener: ListenerConfig,
@@ -260,13 +269,41 @@ pub enum Discovery {
         /// Path of the file.
         path: PathBuf,
     },
-    /// etcd v3 keys under `prefix` (feature `etcd`).
+    /// etcd v3 keys under `prefix` (feature `etcd`): one key per endpoint, the value JSON in etcd's
+    /// endpoint-manager form `{"Addr":"ip:port",...}` or meshwork's `{"addr":"ip:port",...}` (see
+    /// `meshwork::discover::etcd`).
+    ///
+    /// The sidecar starts even when etcd is unreachable: the upstream has no endpoint (503) until
+    /// the first read succeeds, and the source retries with a jittered backoff; once it has read
+    /// a set, a lost connection keeps that set. Only a malformed URL fails at start.
     Etcd {
-        /// etcd client URLs.
+        /// etcd client URLs (`http://host:port`).
         endpoints: Vec<String>,
-        /// Key prefix.
+        /// Key prefix (a `/` is appended if missing).
         prefix: String,
+        /// Bound on one range read or watch creation (default 5 s).
+        #[serde(default = "default_etcd_request_timeout")]
+        request_timeout: Dur,
+        /// Bound on establishing a connection to etcd (default 1 s).
+        #[serde(default = "default_etcd_connect_timeout")]
+        connect_timeout: Dur,
+        /// gRPC keep-alive ping interval, to notice a silently dead connection (default 10 s; at
+        /// least 5 s, etcd's `--grpc-keepalive-min-time`: etcd closes connections that ping faster).
+        #[serde(default = "default_etcd_keep_alive")]
+        keep_alive: Dur,
     },
+}
+
+fn default_etcd_request_timeout() -> Dur {
+    secs(5)
+}
+
+fn default_etcd_connect_timeout() -> Dur {
+    secs(1)
+}
+
+fn default_etcd_keep_alive() -> Dur {
+    secs(10)
 }
 
 fn default_refresh() -> Dur {
@@ -277,7 +314,7 @@ fn default_refresh() -> Dur {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// One try's bound (default: none, only the total applies).
+    /// One try's bound (default: a third of `total`, so that a try and two retries fit).
     pub per_try: Option<Dur>,
     /// The whole request's bound, all tries included (default 15 s, Envoy's route timeout). A
     /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header wins.
@@ -312,6 +349,9 @@ pub struct Balancer {
     pub load: LoadMetric,
     /// Peak EWMA decay (default 10 s, Linkerd's).
     pub decay: Dur,
+    /// How long a request waits for an available endpoint (all open or none discovered) before
+    /// it fails with 503 (default 1 s; `"0s"` fails at once).
+    pub max_wait: Dur,
 }
 
 impl Default for Balancer {
@@ -319,11 +359,13 @@ impl Default for Balancer {
         Self {
             load: LoadMetric::PeakEwma,
             decay: secs(10),
+            max_wait: secs(1),
         }
     }
 }
 
-/// Circuit breaker (failure accrual) per endpoint. Defaults are Finagle's and Linkerd's.
+/// Circuit breaker (failure accrual) per endpoint, in gate mode: an open endpoint is skipped by the
+/// balancer. Defaults are the library's (`BreakerConfig::default()`: Finagle's and Linkerd's).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Breaker {
@@ -333,11 +375,11 @@ pub struct Breaker {
     pub consecutive_failures: u32,
     /// Trip when the success rate over `window` falls below this (default 0.8).
     pub min_success_rate: f64,
-    /// Success-rate window (default 30 s).
+    /// Success-rate window (default 10 s).
     pub window: Dur,
-    /// Requests needed in the window before the success rate counts (default 10).
+    /// Requests needed in the window before the success rate counts (default 5).
     pub min_requests: u32,
-    /// First wait before a probe (default 5 s).
+    /// First wait before a probe (default 1 s; equal jitter, doubling).
     pub backoff_base: Dur,
     /// Longest wait before a probe (default 60 s).
     pub backoff_max: Dur,
@@ -349,15 +391,17 @@ impl Default for Breaker {
             enabled: true,
             consecutive_failures: 5,
             min_success_rate: 0.8,
-            window: secs(30),
-            min_requests: 10,
-            backoff_base: secs(5),
+            window: secs(10),
+            min_requests: 5,
+            backoff_base: secs(1),
             backoff_max: secs(60),
         }
     }
 }
 
-/// Retries of an upstream. Defaults are Linkerd's budget and Finagle's backoff.
+/// Retries of an upstream. Defaults are the library's: Linkerd's and Finagle's budget, Envoy's
+/// backoff. Only what is safe is retried: idempotent methods after a retryable failure (502, 503,
+/// 504, 429, a reset connection), any request that provably never reached the endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
@@ -373,7 +417,7 @@ pub struct Retry {
     pub budget_window: Dur,
     /// First retry backoff (default 25 ms).
     pub backoff_base: Dur,
-    /// Longest retry backoff (default 1 s).
+    /// Longest retry backoff (default 250 ms; full jitter, doubling).
     pub backoff_max: Dur,
     /// Largest request body kept for replay (default 64 KiB); a longer body is not retried.
     pub replay_limit_bytes: u64,
@@ -388,7 +432,7 @@ impl Default for Retry {
             min_per_second: 10,
             budget_window: secs(10),
             backoff_base: millis(25),
-            backoff_max: secs(1),
+            backoff_max: millis(250),
             replay_limit_bytes: 64 * 1024,
         }
     }
@@ -422,6 +466,7 @@ impl Config {
             admin: default_admin(),
             shutdown_drain_timeout: default_drain(),
             access_log: false,
+            seed: None,
             listener: ListenerConfig {
                 address: listen,
                 ..ListenerConfig::default()
@@ -556,7 +601,13 @@ impl UpstreamConfig {
                     return Err(FieldError::new(format!("{d}.path"), "must not be empty"));
                 }
             }
-            Discovery::Etcd { endpoints, prefix } => {
+            Discovery::Etcd {
+                endpoints,
+                prefix,
+                request_timeout,
+                connect_timeout,
+                keep_alive,
+            } => {
                 if !cfg!(feature = "etcd") {
                     return Err(feature_off(format!("{d}.kind"), "etcd"));
                 }
@@ -568,6 +619,23 @@ impl UpstreamConfig {
                 }
                 if prefix.is_empty() {
                     return Err(FieldError::new(format!("{d}.prefix"), "must not be empty"));
+                }
+                if let Some(url) = endpoints
+                    .iter()
+                    .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                {
+                    return Err(FieldError::new(
+                        format!("{d}.endpoints"),
+                        format!("`{url}` is not an http:// or https:// URL"),
+                    ));
+                }
+                non_zero(&format!("{d}.request_timeout"), *request_timeout)?;
+                non_zero(&format!("{d}.connect_timeout"), *connect_timeout)?;
+                if keep_alive.0 < Duration::from_secs(5) {
+                    return Err(FieldError::new(
+                        format!("{d}.keep_alive"),
+                        "must be at least 5s (etcd closes connections that ping more often)",
+                    ));
                 }
             }
         }
@@ -590,10 +658,16 @@ impl UpstreamConfig {
                 "must be at least 1",
             ));
         }
-        if !(0.0..=1.0).contains(&b.min_success_rate) {
+        if !(b.min_success_rate > 0.0 && b.min_success_rate <= 1.0) {
             return Err(FieldError::new(
                 format!("{p}.breaker.min_success_rate"),
-                "must be between 0 and 1",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if b.min_requests == 0 {
+            return Err(FieldError::new(
+                format!("{p}.breaker.min_requests"),
+                "must be at least 1",
             ));
         }
         non_zero(&format!("{p}.breaker.window"), b.window)?;
@@ -619,6 +693,8 @@ impl UpstreamConfig {
                 "must be at least retry.backoff_base",
             ));
         }
+        // Whatever the library's own builders reject, reported with this file's field path.
+        crate::upstream::plan(&p["upstreams.".len()..], self)?;
         Ok(())
     }
 }
@@ -710,6 +786,21 @@ mod tests {
                 );
             }
         }
+        if cfg!(feature = "etcd") {
+            for (line, field) in [
+                (
+                    r#"discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc", keep_alive = "1s" }"#,
+                    "upstreams.users.discovery.keep_alive",
+                ),
+                (
+                    r#"discovery = { kind = "etcd", endpoints = ["127.0.0.1:2379"], prefix = "/svc" }"#,
+                    "upstreams.users.discovery.endpoints",
+                ),
+            ] {
+                let err = Config::from_toml(&GOOD.replace(static_, line)).unwrap_err();
+                assert!(err.contains(field), "{field} not in: {err}");
+            }
+        }
         let err = Config::from_toml(&GOOD.replace(
             static_,
             r#"discovery = { kind = "static", endpoints = [] }"#,
@@ -740,6 +831,45 @@ mod tests {
                 panic!("the example in {name} is invalid: {e}");
             }
         }
+    }
+
+    /// "All defaults on" means the library's defaults: the sidecar's must not drift from them.
+    #[test]
+    fn defaults_are_the_librarys() {
+        use meshwork::breaker::BreakerConfig;
+        use meshwork::client::ClientBuilder;
+        use meshwork::retry::{RetryBudget, RetryPolicy};
+
+        let lib = BreakerConfig::default();
+        let ours = Breaker::default();
+        assert_eq!(lib.consecutive_failures(), Some(ours.consecutive_failures));
+        assert_eq!(
+            lib.success_rate(),
+            Some((ours.min_success_rate, ours.window.0, ours.min_requests))
+        );
+        assert_eq!(lib.backoff().base(), ours.backoff_base.0);
+        assert_eq!(lib.backoff().max(), ours.backoff_max.0);
+
+        let budget = RetryBudget::new();
+        let policy = RetryPolicy::new();
+        let ours = Retry::default();
+        assert_eq!(budget.retry_ratio() * 100.0, ours.budget_percent);
+        assert_eq!(budget.min_retries_per_sec(), ours.min_per_second);
+        assert_eq!(budget.ttl(), ours.budget_window.0);
+        assert_eq!(policy.get_max_retries(), ours.max_retries);
+        assert_eq!(policy.get_backoff().base(), ours.backoff_base.0);
+        assert_eq!(policy.get_backoff().max(), ours.backoff_max.0);
+        assert_eq!(
+            ours.replay_limit_bytes,
+            meshwork::http::DEFAULT_REPLAY_LIMIT as u64
+        );
+
+        let stack = ClientBuilder::new();
+        assert_eq!(stack.get_total_timeout(), Some(Timeouts::default().total.0));
+        assert_eq!(
+            stack.get_balance().get_max_wait(),
+            Balancer::default().max_wait.0
+        );
     }
 
     #[test]

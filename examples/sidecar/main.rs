@@ -16,11 +16,12 @@
 //! `meshwork::access`. SIGTERM or SIGINT stops accepting at once, lets in-flight requests finish
 //! within `shutdown_drain_timeout`, and exits 0.
 //!
-//! Modules: [`config`] (schema and validation), [`proxy`] (listener, routing, error statuses),
+//! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`proxy`] (listener, routing, error statuses),
 //! [`headers`] (hop-by-hop and forwarding headers), [`upstream`] (the forwarding seam, one tower
 //! service per upstream), [`admin`] (metrics, readiness, endpoints).
 
 mod admin;
+mod app;
 mod config;
 mod headers;
 mod proxy;
@@ -30,14 +31,8 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use clap::Parser;
-use metrics_exporter_prometheus::PrometheusBuilder;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
@@ -141,82 +136,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), meshwork::BoxError> {
-    // Latency buckets from 1 ms to 10 s: Prometheus histograms, not summaries, so they aggregate.
-    let recorder = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|(name, u)| upstream::build(name, u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let proxy = Arc::new(proxy::Proxy::new(&config, upstreams));
-
-    let listener = TcpListener::bind(config.listener.address)
-        .await
-        .map_err(|e| {
-            format!(
-                "listener.address: cannot bind {}: {e}",
-                config.listener.address
-            )
-        })?;
-    let admin_listener = TcpListener::bind(config.admin)
-        .await
-        .map_err(|e| format!("admin: cannot bind {}: {e}", config.admin))?;
-    let proxy_addr = listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let state = Arc::new(admin::AdminState {
-        metrics: handle,
-        upstreams: proxy.upstreams().to_vec(),
-        listening: false.into(),
-    });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), stop_rx.clone()));
-    let max = config.listener.max_connections;
-    let connections = Arc::new(Semaphore::new(max));
-    let proxy_task = tokio::spawn(proxy::serve(
-        listener,
-        proxy,
-        config.listener.clone(),
-        connections.clone(),
-        stop_rx,
-    ));
-    state.listening.store(true, Ordering::Release);
-    tracing::info!(%proxy_addr, %admin_addr, upstreams = config.upstreams.len(), "sidecar started");
-    println!("listening on {proxy_addr} admin {admin_addr}");
+    let running = app::start(config, true).await?;
+    println!("listening on {} admin {}", running.listen, running.admin);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-
     wait_for_signal().await?;
-    tracing::info!("shutting down: no new connections; draining in-flight requests");
-    let _ = stop_tx.send(true);
-    // The accept loops return at once and drop their listeners: new connections are refused.
-    let _ = proxy_task.await;
-    let _ = admin_task.await;
-    let drain = config.shutdown_drain_timeout.0;
-    let all = u32::try_from(max).expect("validated: max_connections fits in u32");
-    match tokio::time::timeout(drain, connections.acquire_many(all)).await {
-        Ok(_) => tracing::info!("drained; bye"),
-        Err(_) => tracing::warn!(
-            open = max - connections.available_permits(),
-            ?drain,
-            "drain timeout passed; closing the remaining connections"
-        ),
-    }
+    running.shutdown().await;
+    tracing::info!("bye");
     Ok(())
 }
 
