@@ -278,10 +278,11 @@ async fn main() -> Result<(), meshwork::BoxError> {
     runs.await?;
     println!("\n");
 
-    let (m, p) = (mesh.lock().unwrap(), plain.lock().unwrap());
+    let m = std::mem::take(&mut *mesh.lock().unwrap());
+    let p = std::mem::take(&mut *plain.lock().unwrap());
     println!("| client | requests | success | p50 | p99 |");
     println!("|---|---|---|---|---|");
-    for (name, o) in [("meshwork sidecar", &*m), ("plain round robin", &*p)] {
+    for (name, o) in [("meshwork sidecar", &m), ("plain round robin", &p)] {
         println!(
             "| {name} | {} | {:.1} % | {} | {} |",
             o.total(),
