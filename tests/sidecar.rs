@@ -534,21 +534,21 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
     assert_eq!(get(&sidecar.admin_url("/live")).await.0, StatusCode::OK);
     assert_eq!(get(&sidecar.admin_url("/ready")).await.0, StatusCode::OK);
 
-    for _ in 0..10 {
+    // Enough successes that the failures below trip no breaker (success rate stays >= 80 %).
+    for _ in 0..40 {
         assert_eq!(get(&sidecar.url("/ok")).await.0, StatusCode::OK);
     }
-    for _ in 0..4 {
-        assert_eq!(
-            get(&sidecar.url("/status/503")).await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-    }
+    // 500 is not retryable: one try each, the upstream's answer passed through.
     for _ in 0..2 {
         assert_eq!(
             get(&sidecar.url("/status/500")).await.0,
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }
+    // 503 on a GET is retried (max_retries = 2): three tries, then the upstream's last answer.
+    let (status, body) = get(&sidecar.url("/status/503")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "status 503");
 
     // Refused locally, never forwarded: counted by status.
     let refused = raw(
@@ -579,19 +579,51 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
             })
             .sum()
     };
-    assert_eq!(total("success"), 10.0, "{text}");
-    assert_eq!(total("retryable"), 4.0, "{text}");
+    assert_eq!(total("success"), 40.0, "{text}");
     assert_eq!(total("non_retryable"), 2.0, "{text}");
-    // Round robin: 16 requests, 8 each.
+    assert_eq!(total("retryable"), 3.0, "{text}");
+    // Every try is timed, on whichever endpoint P2C chose.
+    let tries: f64 = [a.addr, b.addr]
+        .iter()
+        .map(|addr| {
+            metric(
+                &parsed,
+                "meshwork_sidecar_request_duration_seconds_count",
+                &[("upstream", "default"), ("endpoint", &addr.to_string())],
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(tries, 45.0, "{text}");
+    assert_eq!(a.hits() + b.hits(), 45);
+    // The library's own metrics, labelled with the upstream.
+    let up = [("upstream", "default")];
+    assert_eq!(
+        metric(&parsed, "meshwork_retry_retries_total", &up),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&parsed, "meshwork_retry_budget_exhausted_total", &up).unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&parsed, "meshwork_balance_endpoints", &up),
+        Some(2.0),
+        "{text}"
+    );
     for addr in [a.addr, b.addr] {
-        let count = metric(
-            &parsed,
-            "meshwork_sidecar_request_duration_seconds_count",
-            &[("upstream", "default"), ("endpoint", &addr.to_string())],
+        assert_eq!(
+            metric(
+                &parsed,
+                "meshwork_breaker_state",
+                &[("upstream", "default"), ("endpoint", &addr.to_string())]
+            ),
+            Some(0.0),
+            "closed: {text}"
         );
-        assert_eq!(count, Some(8.0), "{text}");
     }
-    assert_eq!(a.hits() + b.hits(), 16);
     assert_eq!(
         metric(
             &parsed,
@@ -609,14 +641,6 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         ),
         Some(0.0),
         "{text}"
-    );
-    assert_eq!(
-        metric(
-            &parsed,
-            "meshwork_sidecar_endpoints",
-            &[("upstream", "default")]
-        ),
-        Some(2.0)
     );
 
     // In flight shows while a request is under way.
@@ -643,13 +667,136 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         "{json}"
     );
     for addr in [a.addr, b.addr] {
-        assert!(
-            json.contains(&format!(
-                "{{\"address\":\"{addr}\",\"in_flight\":0,\"load\":null,\"breaker\":null}}"
-            )),
-            "{json}"
-        );
+        let entry = endpoint_json(&json, addr);
+        assert!(entry.contains("\"in_flight\":0,"), "{json}");
+        assert!(entry.contains("\"breaker\":\"closed\""), "{json}");
+        let load: f64 = entry
+            .split("\"load\":")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a numeric load in {entry}"));
+        assert!(load >= 0.0, "{entry}");
     }
+}
+
+/// The `{...}` object of endpoint `addr` in the `/endpoints` JSON.
+fn endpoint_json(json: &str, addr: std::net::SocketAddr) -> &str {
+    let start = json
+        .find(&format!("{{\"address\":\"{addr}\""))
+        .unwrap_or_else(|| panic!("{addr} not in {json}"));
+    let end = start + json[start..].find('}').expect("the object ends");
+    &json[start..=end]
+}
+
+/// The client stack at work through the sidecar: an endpoint that answers 503 to everything.
+/// With peak EWMA (the default), its failures make it expensive, so P2C stops picking it and the
+/// retry layer sends the failed tries to the healthy endpoint: every request succeeds. With
+/// least-in-flight (which does not see failures), it keeps being picked until its circuit breaker
+/// opens; from then on it gets nothing, and the trip shows in `/metrics` and `/endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoint_is_avoided_then_broken_out() {
+    let good1 = Backend::start("good").await;
+    let bad1 = Backend::failing("bad", 503).await;
+    let good2 = Backend::start("good").await;
+    let bad2 = Backend::failing("bad", 503).await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/ewma/"
+        upstream = "ewma"
+        [[routes]]
+        upstream = "lif"
+        [upstreams.ewma]
+        discovery = {{ kind = "static", endpoints = ["{}", "{}"] }}
+        [upstreams.lif]
+        discovery = {{ kind = "static", endpoints = ["{}", "{}"] }}
+        balancer = {{ load = "least_in_flight" }}
+        breaker = {{ backoff_base = "30s", backoff_max = "60s" }}
+        "#,
+        good1.addr, bad1.addr, good2.addr, bad2.addr
+    ))
+    .await;
+
+    for _ in 0..30 {
+        let (status, body) = get(&sidecar.url("/ewma/x")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "hello from good");
+    }
+    assert!(
+        bad1.hits() <= 2,
+        "the failing endpoint kept getting traffic: {}",
+        bad1.hits()
+    );
+    assert!(good1.hits() >= 30);
+
+    // Least in flight picks either endpoint: a request fails only if all three tries hit `bad`.
+    let mut opened = false;
+    for _ in 0..300 {
+        let (status, _) = get(&sidecar.url("/y")).await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+        let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+        let json = String::from_utf8(json.to_vec()).unwrap();
+        if endpoint_json(&json, bad2.addr).contains("\"breaker\":\"open\"") {
+            assert!(endpoint_json(&json, good2.addr).contains("\"breaker\":\"closed\""));
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the breaker of the failing endpoint never opened");
+    assert!(bad2.hits() >= 5, "5 consecutive failures trip it");
+
+    // Broken out: every request goes to the healthy endpoint, first try.
+    let bad_hits = bad2.hits();
+    for _ in 0..20 {
+        let (status, body) = get(&sidecar.url("/y")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "hello from good");
+    }
+    assert_eq!(bad2.hits(), bad_hits);
+
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let parsed = parse_prometheus(&text);
+    let bad = [("upstream", "lif"), ("endpoint", &*bad2.addr.to_string())];
+    assert_eq!(
+        metric(&parsed, "meshwork_breaker_state", &bad),
+        Some(1.0),
+        "open: {text}"
+    );
+    let trips: f64 = parsed
+        .iter()
+        .filter(|(name, labels, _)| {
+            name == "meshwork_breaker_trips_total"
+                && bad
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, value)| value)
+        .sum();
+    assert_eq!(trips, 1.0, "{text}");
+    let retries = metric(
+        &parsed,
+        "meshwork_retry_retries_total",
+        &[("upstream", "lif")],
+    );
+    assert!(retries.is_some_and(|r| r >= 1.0), "{text}");
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_requests_total",
+            &[
+                ("upstream", "lif"),
+                ("endpoint", &*bad2.addr.to_string()),
+                ("class", "retryable")
+            ]
+        ),
+        Some(bad_hits as f64),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,21 +5,33 @@
 //! | `/metrics` | Prometheus text format: the sidecar's metrics and every `meshwork_` metric the library layers emit |
 //! | `/ready` | 200 once the proxy listens and at least one upstream has an endpoint, else 503 |
 //! | `/live` | 200 while the process runs |
-//! | `/endpoints` | JSON: every upstream's endpoints with their load, breaker state and in-flight count |
+//! | `/endpoints` | JSON: every upstream's endpoints as the balancer sees them: `address`, `in_flight`, `load` (the cost P2C compares: the peak-EWMA latency estimate × (in-flight + 1), or the in-flight count), `breaker` (`closed`, `open`, `half_open`, …, or `null` when breakers are off) |
 //!
 //! Metrics the sidecar itself records:
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `meshwork_sidecar_requests_total` | counter | `upstream`, `endpoint`, `class` | forwarded tries by outcome class (`success`, `retryable`, `non_retryable`, `ignorable`, by `HttpClassify`) |
-//! | `meshwork_sidecar_request_duration_seconds` | histogram | `upstream`, `endpoint` | time until the response head (or the failure) |
-//! | `meshwork_sidecar_endpoint_in_flight` | gauge | `upstream`, `endpoint` | requests in flight, until their response body ends |
-//! | `meshwork_sidecar_endpoints` | gauge | `upstream` | endpoints known |
-//! | `meshwork_sidecar_discovery_errors_total` | counter | `upstream` | failed discovery answers (the last good endpoints stay) |
+//! | `meshwork_sidecar_requests_total` | counter | `upstream`, `endpoint`, `class` | forwarded tries (first tries, retries and requeues) by outcome class (`success`, `retryable`, `non_retryable`, `ignorable`, by `HttpClassify`) |
+//! | `meshwork_sidecar_request_duration_seconds` | histogram | `upstream`, `endpoint` | one try's time until the first response body frame (or the failure) |
+//! | `meshwork_sidecar_endpoint_in_flight` | gauge | `upstream`, `endpoint` | tries in flight, until their response body ends |
 //! | `meshwork_sidecar_refused_total` | counter | `status` | requests the proxy refused itself (400, 404, 405, 413, 421), never forwarded |
 //!
-//! The breaker, retry and balancer layers add theirs (breaker state, retries, requeues, budget
-//! exhausted) under the same `upstream` label once the client builder is wired in.
+//! A try cut off by the per-try timeout or the deadline is not counted by class (it has no
+//! outcome); the retry layer's counters and the 504s show it.
+//!
+//! The library's layers add theirs, every one labelled `upstream` (see their module docs for the
+//! full tables):
+//!
+//! | name | labels | meaning |
+//! |---|---|---|
+//! | `meshwork_retry_retries_total`, `meshwork_retry_requeues_total` | `upstream` | retries after a failure that may have reached the endpoint; requeues of tries that provably never left |
+//! | `meshwork_retry_budget_exhausted_total`, `meshwork_retry_body_too_large_total` | `upstream` | retries refused: budget empty; body over `replay_limit_bytes` |
+//! | `meshwork_balance_endpoints` | `upstream` | endpoints in the balancer's set |
+//! | `meshwork_balance_no_endpoints_total` | `upstream` | requests answered 503: no endpoint available within `balancer.max_wait` |
+//! | `meshwork_balance_discovery_errors_total` | `upstream` | failed discovery answers (the last good endpoints stay) |
+//! | `meshwork_breaker_state` | `upstream`, `endpoint` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
+//! | `meshwork_breaker_trips_total`, `meshwork_breaker_probes_total` | `upstream`, `endpoint`, `reason` / `outcome` | breaker openings; half-open probes |
+//! | `meshwork_discovery_*`, `meshwork_etcd_*` | `upstream` (and `source`, `prefix`) | the discovery source's own counters |
 
 use std::convert::Infallible;
 use std::fmt::Write as _;

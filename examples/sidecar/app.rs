@@ -63,6 +63,28 @@ impl Running {
     }
 }
 
+/// Static endpoint lists are applied by the balancers' discovery tasks, in the background: give
+/// them a moment, so that the sidecar is ready when it says it listens. Bounded: a source that
+/// does not deliver in a second is not waited for (requests then wait for it, up to `max_wait`).
+async fn wait_for_static(config: &Config, upstreams: &[upstream::Upstream]) {
+    let statics: Vec<&upstream::Upstream> = upstreams
+        .iter()
+        .filter(|u| {
+            matches!(
+                config.upstreams[&*u.name].discovery,
+                crate::config::Discovery::Static { .. }
+            )
+        })
+        .collect();
+    let all_known = || statics.iter().all(|u| !u.view.endpoints().is_empty());
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while !all_known() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
 /// Starts the sidecar: binds, spawns the accept loops, returns once listening.
 ///
 /// `install_recorder`: install the Prometheus recorder as the global `metrics` recorder. Pass
@@ -91,11 +113,11 @@ pub async fn start(config: Config, install_recorder: bool) -> Result<Running, Bo
     });
 
     let started = async {
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|(name, u)| upstream::build(name, u))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for (name, u) in &config.upstreams {
+            upstreams.push(upstream::build(name, u).await?);
+        }
+        wait_for_static(&config, &upstreams).await;
         let proxy = Arc::new(proxy::Proxy::new(&config, upstreams));
 
         let listener = TcpListener::bind(config.listener.address)

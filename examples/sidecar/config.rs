@@ -33,13 +33,15 @@
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
 //! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/svc/users" } (feature etcd)
 //! timeouts = { per_try = "2s", total = "15s" }
-//! balancer = { load = "peak_ewma", decay = "10s" }
-//! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "30s", min_requests = 10, backoff_base = "5s", backoff_max = "60s" }
-//! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "1s", replay_limit_bytes = 65536 }
+//! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
+//! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
+//! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "250ms", replay_limit_bytes = 65536 }
+//! # breaker = { enabled = false }   retry = { enabled = false }   turn a layer off
 //! ```
 //!
-//! The `balancer`, `breaker` and `retry` sections are parsed and validated now; the client builder
-//! wires them into the forwarding stack (see `upstream.rs`).
+//! Each upstream becomes one meshwork client stack (see `upstream.rs`): `timeouts`, `retry`,
+//! `balancer` and `breaker` configure its layers; every value is also checked by the library's own
+//! builders at start (and by `--check`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,7 +61,8 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A mistake in `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -277,7 +280,7 @@ fn default_refresh() -> Dur {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// One try's bound (default: none, only the total applies).
+    /// One try's bound (default: a third of `total`, so that a try and two retries fit).
     pub per_try: Option<Dur>,
     /// The whole request's bound, all tries included (default 15 s, Envoy's route timeout). A
     /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header wins.
@@ -312,6 +315,9 @@ pub struct Balancer {
     pub load: LoadMetric,
     /// Peak EWMA decay (default 10 s, Linkerd's).
     pub decay: Dur,
+    /// How long a request waits for an available endpoint (all open or none discovered) before
+    /// it fails with 503 (default 1 s; `"0s"` fails at once).
+    pub max_wait: Dur,
 }
 
 impl Default for Balancer {
@@ -319,11 +325,13 @@ impl Default for Balancer {
         Self {
             load: LoadMetric::PeakEwma,
             decay: secs(10),
+            max_wait: secs(1),
         }
     }
 }
 
-/// Circuit breaker (failure accrual) per endpoint. Defaults are Finagle's and Linkerd's.
+/// Circuit breaker (failure accrual) per endpoint, in gate mode: an open endpoint is skipped by the
+/// balancer. Defaults are the library's (`BreakerConfig::default()`: Finagle's and Linkerd's).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Breaker {
@@ -333,11 +341,11 @@ pub struct Breaker {
     pub consecutive_failures: u32,
     /// Trip when the success rate over `window` falls below this (default 0.8).
     pub min_success_rate: f64,
-    /// Success-rate window (default 30 s).
+    /// Success-rate window (default 10 s).
     pub window: Dur,
-    /// Requests needed in the window before the success rate counts (default 10).
+    /// Requests needed in the window before the success rate counts (default 5).
     pub min_requests: u32,
-    /// First wait before a probe (default 5 s).
+    /// First wait before a probe (default 1 s; equal jitter, doubling).
     pub backoff_base: Dur,
     /// Longest wait before a probe (default 60 s).
     pub backoff_max: Dur,
@@ -349,15 +357,17 @@ impl Default for Breaker {
             enabled: true,
             consecutive_failures: 5,
             min_success_rate: 0.8,
-            window: secs(30),
-            min_requests: 10,
-            backoff_base: secs(5),
+            window: secs(10),
+            min_requests: 5,
+            backoff_base: secs(1),
             backoff_max: secs(60),
         }
     }
 }
 
-/// Retries of an upstream. Defaults are Linkerd's budget and Finagle's backoff.
+/// Retries of an upstream. Defaults are the library's: Linkerd's and Finagle's budget, Envoy's
+/// backoff. Only what is safe is retried: idempotent methods after a retryable failure (502, 503,
+/// 504, 429, a reset connection), any request that provably never reached the endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
@@ -373,7 +383,7 @@ pub struct Retry {
     pub budget_window: Dur,
     /// First retry backoff (default 25 ms).
     pub backoff_base: Dur,
-    /// Longest retry backoff (default 1 s).
+    /// Longest retry backoff (default 250 ms; full jitter, doubling).
     pub backoff_max: Dur,
     /// Largest request body kept for replay (default 64 KiB); a longer body is not retried.
     pub replay_limit_bytes: u64,
@@ -388,7 +398,7 @@ impl Default for Retry {
             min_per_second: 10,
             budget_window: secs(10),
             backoff_base: millis(25),
-            backoff_max: secs(1),
+            backoff_max: millis(250),
             replay_limit_bytes: 64 * 1024,
         }
     }
@@ -590,10 +600,16 @@ impl UpstreamConfig {
                 "must be at least 1",
             ));
         }
-        if !(0.0..=1.0).contains(&b.min_success_rate) {
+        if !(b.min_success_rate > 0.0 && b.min_success_rate <= 1.0) {
             return Err(FieldError::new(
                 format!("{p}.breaker.min_success_rate"),
-                "must be between 0 and 1",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if b.min_requests == 0 {
+            return Err(FieldError::new(
+                format!("{p}.breaker.min_requests"),
+                "must be at least 1",
             ));
         }
         non_zero(&format!("{p}.breaker.window"), b.window)?;
@@ -619,6 +635,8 @@ impl UpstreamConfig {
                 "must be at least retry.backoff_base",
             ));
         }
+        // Whatever the library's own builders reject, reported with this file's field path.
+        crate::upstream::plan(&p["upstreams.".len()..], self)?;
         Ok(())
     }
 }
@@ -740,6 +758,45 @@ mod tests {
                 panic!("the example in {name} is invalid: {e}");
             }
         }
+    }
+
+    /// "All defaults on" means the library's defaults: the sidecar's must not drift from them.
+    #[test]
+    fn defaults_are_the_librarys() {
+        use meshwork::breaker::BreakerConfig;
+        use meshwork::client::ClientBuilder;
+        use meshwork::retry::{RetryBudget, RetryPolicy};
+
+        let lib = BreakerConfig::default();
+        let ours = Breaker::default();
+        assert_eq!(lib.consecutive_failures(), Some(ours.consecutive_failures));
+        assert_eq!(
+            lib.success_rate(),
+            Some((ours.min_success_rate, ours.window.0, ours.min_requests))
+        );
+        assert_eq!(lib.backoff().base(), ours.backoff_base.0);
+        assert_eq!(lib.backoff().max(), ours.backoff_max.0);
+
+        let budget = RetryBudget::new();
+        let policy = RetryPolicy::new();
+        let ours = Retry::default();
+        assert_eq!(budget.retry_ratio() * 100.0, ours.budget_percent);
+        assert_eq!(budget.min_retries_per_sec(), ours.min_per_second);
+        assert_eq!(budget.ttl(), ours.budget_window.0);
+        assert_eq!(policy.get_max_retries(), ours.max_retries);
+        assert_eq!(policy.get_backoff().base(), ours.backoff_base.0);
+        assert_eq!(policy.get_backoff().max(), ours.backoff_max.0);
+        assert_eq!(
+            ours.replay_limit_bytes,
+            meshwork::http::DEFAULT_REPLAY_LIMIT as u64
+        );
+
+        let stack = ClientBuilder::new();
+        assert_eq!(stack.get_total_timeout(), Some(Timeouts::default().total.0));
+        assert_eq!(
+            stack.get_balance().get_max_wait(),
+            Balancer::default().max_wait.0
+        );
     }
 
     #[test]

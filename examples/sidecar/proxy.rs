@@ -23,7 +23,7 @@
 //! | 421 | absolute-form request for a host no route names |
 //! | 431 | request head over `listener.max_header_bytes` or `listener.max_headers` (hyper) |
 //! | 502 | the upstream failed (connection refused or reset, protocol error) |
-//! | 503 | no endpoint of the upstream is available |
+//! | 503 | no endpoint of the upstream is available (none discovered, or every breaker open) within `balancer.max_wait` |
 //! | 504 | the deadline passed (total, or one try's timeout) before the upstream answered |
 
 use std::convert::Infallible;
@@ -42,6 +42,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use meshwork::BoxError;
+use meshwork::balance::NoEndpoints;
 use meshwork::timeout::{DeadlineExceeded, Elapsed};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -50,7 +51,7 @@ use tower::ServiceExt;
 
 use crate::config::{Config, ListenerConfig};
 use crate::headers;
-use crate::upstream::{NoEndpoints, ProxyBody, Upstream};
+use crate::upstream::{ProxyBody, Upstream};
 
 /// A compiled route.
 struct Route {
@@ -294,8 +295,11 @@ fn find<T: std::error::Error + 'static>(e: &BoxError) -> bool {
 /// The response for a failed forward: 504 when time ran out, 503 when no endpoint was available,
 /// 413 when the request body outgrew the limit, 502 for anything else the upstream did.
 ///
-/// The one place where errors of the forwarding stack become statuses: when the client builder
-/// lands, its error types (`NoEndpoints`, `Open`, `BudgetExhausted`) are matched here.
+/// The one place where errors of the forwarding stack become statuses. The balancer's
+/// [`NoEndpoints`] (every endpoint's breaker open, or none discovered, for `balancer.max_wait`) is
+/// 503. A failure the retry layer gave up on (budget exhausted, tries used up) comes back as the
+/// last try's outcome: an error here (502, or 504 for a try's timeout), or the upstream's own 5xx
+/// response, which is passed through as it is and never reaches this function.
 pub fn error_response(e: &BoxError) -> Response<ProxyBody> {
     if find::<DeadlineExceeded>(e) {
         local(
@@ -486,7 +490,7 @@ mod tests {
         let cases: [(BoxError, u16); 5] = [
             (Box::new(DeadlineExceeded::new()), 504),
             (Box::new(Elapsed::new()), 504),
-            (Box::new(NoEndpoints), 503),
+            (Box::new(NoEndpoints::new()), 503),
             (Box::new(std::io::Error::other("reset")), 502),
             ("boom".into(), 502),
         ];

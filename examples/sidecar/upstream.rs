@@ -1,46 +1,64 @@
-//! The forwarding seam: one `tower::Service` per upstream, built by [`build`] from the upstream's
-//! configuration.
+//! The forwarding seam: one meshwork client stack per upstream, built by [`build`] from the
+//! upstream's configuration.
 //!
 //! Everything the proxy knows about an upstream goes through two things:
 //! - [`Upstream::service`], a `Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error =
 //!   BoxError>` that is cheap to clone (one clone per request);
 //! - [`Upstream::view`], an [`EndpointsView`] the admin listener reads for `/endpoints` and `/ready`.
 //!
-//! Today the service is: total deadline ([`DeadlineLayer`], honouring a shorter incoming
-//! `meshwork-timeout-ms`/`grpc-timeout`) → per-try timeout ([`TimeoutLayer`]) → deadline
-//! propagation ([`PropagateDeadlineLayer`]) → round robin over the upstream's endpoints → a
-//! hyper-util pooled client (HTTP/1.1 keep-alive, or HTTP/2 prior knowledge). Responses are
-//! classified with [`HttpClassify`] for the per-endpoint metrics. When the client builder lands,
-//! only [`build`] changes: it composes deadline → retry → P2C → per endpoint [breaker → load →
-//! per-try timeout → connection], and the balancer's endpoint handles implement [`EndpointsView`]
-//! with their load and breaker state.
+//! The service is the library's client stack ([`meshwork::client`]), the same one a Rust service
+//! gets from `HttpClientBuilder`:
+//!
+//! ```text
+//!  deadline (timeouts.total; a shorter meshwork-timeout-ms / grpc-timeout from the caller wins)
+//!  retry    (retry.*: budget, jittered backoff, body replay up to replay_limit_bytes)
+//!  P2C      (balancer.*: peak EWMA or least in flight, fed by discovery in the background)
+//!  ├─ per endpoint
+//!  │ breaker        (breaker.*: gate mode, an open endpoint is skipped)
+//!  │ per-try timeout (timeouts.per_try)
+//!  │ Instrument      (the sidecar's per-endpoint metrics, below)
+//!  │ deadline header (the time left when this try is sent)
+//!  │ first frame     (the try ends at the first body frame: the load sees real latency)
+//!  │ hyper-util pool (http_version)
+//! ```
+//!
+//! The stack is composed with [`ClientBuilder`] rather than `HttpClientBuilder` for one reason:
+//! the sidecar puts its own [`Instrument`] layer at the bottom of each endpoint, so that
+//! `/metrics` counts every try per endpoint by outcome class, with its latency, and `/endpoints`
+//! shows in-flight requests until their response body ends. Otherwise it is exactly what
+//! `HttpClient` builds: HTTP classification ([`HttpClassify`]), idempotency-aware replay
+//! ([`HttpReplay`]) and request bodies wrapped in a bounded [`ReplayBody`].
 
-use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use meshwork::BoxError;
+use meshwork::backoff::Backoff;
+use meshwork::balance::load::{LeastInFlight, PeakEwma};
+use meshwork::breaker::{BreakerConfig, State};
 use meshwork::classify::{Class, Classify, HttpClassify};
-use meshwork::discover::{BoxDiscover, Endpoint, Update};
-use meshwork::http::PropagateDeadlineLayer;
-use meshwork::timeout::{DeadlineLayer, TimeoutLayer};
+use meshwork::client::{Client, ClientBuilder};
+use meshwork::discover::{BoxDiscover, Endpoint, Static};
+use meshwork::http::{
+    ConnectConfig, FirstFrame, FirstFrameLayer, HttpEndpoint, HttpReplay, PropagateDeadline,
+    PropagateDeadlineLayer, ReplayBody,
+};
+use meshwork::retry::{RetryBudget, RetryPolicy};
+use meshwork::telemetry::MetricLabels;
+use meshwork::{BoxError, ConfigError, balance};
 use metrics::{Counter, Gauge, Histogram};
+use pin_project_lite::pin_project;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceExt};
 
-use crate::config::{Discovery, HttpVersion, UpstreamConfig};
+use crate::config::{Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
 
 /// The body type on both sides of the proxy: streamed, never buffered whole.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -48,19 +66,14 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 /// The forwarding service of one upstream.
 pub type UpstreamService = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, BoxError>;
 
-/// No endpoint of the upstream can take the request (maps to 503).
-///
-/// The balancer's `NoEndpoints` replaces it when the client builder lands.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoEndpoints;
+/// The request body as the stack sees it: the proxy's body, kept for replay up to the limit.
+type TryBody = ReplayBody<ProxyBody>;
 
-impl fmt::Display for NoEndpoints {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no endpoint available")
-    }
-}
+/// The connection service of one endpoint.
+type Connection = Instrument<PropagateDeadline<FirstFrame<HttpEndpoint<TryBody>>>>;
 
-impl std::error::Error for NoEndpoints {}
+/// The client stack of one upstream.
+type UpstreamClient = Client<Connection, HttpClassify, HttpReplay>;
 
 /// What `/endpoints` shows about one endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,9 +82,10 @@ pub struct EndpointStatus {
     pub addr: SocketAddr,
     /// Requests in flight (until their response body ends).
     pub in_flight: u64,
-    /// The balancer's load estimate, when there is a balancer.
+    /// The balancer's load estimate (the cost P2C compares).
     pub load: Option<f64>,
-    /// The breaker's state (`closed`, `open`, `half_open`), when there is a breaker.
+    /// The breaker's state (`closed`, `open`, `half_open`, `forced_open`, `forced_closed`), when
+    /// breakers are on.
     pub breaker: Option<&'static str>,
 }
 
@@ -92,83 +106,254 @@ pub struct Upstream {
     pub view: Arc<dyn EndpointsView>,
 }
 
-/// Builds the forwarding service of upstream `name` from its configuration.
-///
-/// Must be called inside a tokio runtime. Fails when the configuration asks for something this
-/// build cannot do (a discovery source that is not wired yet), naming the field.
-pub fn build(name: &str, config: &UpstreamConfig) -> Result<Upstream, BoxError> {
-    let source = discovery(name, &config.discovery)?;
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.timeouts.total.0));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new());
-    let version = match config.http_version {
-        HttpVersion::Http1 => Version::HTTP_11,
-        HttpVersion::Http2 => {
-            builder.http2_only(true);
-            Version::HTTP_2
-        }
-    };
-    let client = builder.build(http);
+/// The library settings of one upstream, checked without starting anything (`--check` uses it).
+pub struct Plan {
+    stack: ClientBuilder<HttpClassify, HttpReplay>,
+    connect: ConnectConfig,
+    replay_limit: usize,
+    version: Version,
+}
 
-    let labels_name: Arc<str> = Arc::from(name);
-    let shared = Arc::new(Shared {
-        name: labels_name.clone(),
-        endpoints: ArcSwap::from_pointee(Vec::new()),
-        endpoint_count: metrics::gauge!("meshwork_sidecar_endpoints", "upstream" => name.to_owned()),
-        discovery_errors: metrics::counter!(
-            "meshwork_sidecar_discovery_errors_total",
-            "upstream" => name.to_owned()
-        ),
-        next: AtomicUsize::new(0),
-        client,
-        version,
-    });
-    match source {
-        // A static list is applied before the listener opens: ready from the first request.
-        Source::Static(addrs) => shared.apply(Update::Reset(
-            addrs.into_iter().map(Endpoint::new).collect(),
-        )),
-        Source::Stream(stream) => {
-            tokio::spawn(drive(Arc::downgrade(&shared), stream));
-        }
+/// Turns the library's `ConfigError` into a sidecar field error under `prefix`, renaming the
+/// library's field to the configuration's where they differ.
+fn field(prefix: String, rename: &[(&str, &str)]) -> impl FnOnce(ConfigError) -> FieldError {
+    let rename: Vec<(String, String)> = rename
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    move |e| {
+        let name = rename
+            .iter()
+            .find(|(lib, _)| lib == e.field())
+            .map_or(e.field(), |(_, ours)| ours.as_str());
+        FieldError::new(format!("{prefix}.{name}"), e.reason())
+    }
+}
+
+/// Builds the library configuration of upstream `name`: every value goes through the library's
+/// own builders, so whatever they reject is reported with the configuration's field path.
+pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
+    let p = format!("upstreams.{name}");
+    let labels = MetricLabels::new().with("upstream", name.to_owned());
+
+    let t = &config.timeouts;
+    let mut stack = ClientBuilder::new()
+        .total_timeout(t.total.0)
+        .map_err(field(
+            format!("{p}.timeouts"),
+            &[("total_timeout", "total")],
+        ))?;
+    if let Some(per_try) = t.per_try {
+        stack = stack.per_try_timeout(per_try.0).map_err(field(
+            format!("{p}.timeouts"),
+            &[("per_try_timeout", "per_try")],
+        ))?;
     }
 
-    let total = DeadlineLayer::new(config.timeouts.total.0)?;
-    let per_try = config
-        .timeouts
-        .per_try
-        .map(|d| TimeoutLayer::new(d.0))
-        .transpose()?;
-    let service = ServiceBuilder::new()
-        .layer(total)
-        .option_layer(per_try)
-        .layer(PropagateDeadlineLayer::new())
-        .service(RoundRobin {
-            shared: shared.clone(),
-        });
-    Ok(Upstream {
-        name: labels_name,
-        service: BoxCloneSyncService::new(service),
-        view: shared,
+    let b = &config.balancer;
+    let load: balance::load::Load = match b.load {
+        LoadMetric::PeakEwma => PeakEwma::default()
+            .with_decay(b.decay.0)
+            .map_err(field(format!("{p}.balancer"), &[]))?
+            .into(),
+        LoadMetric::LeastInFlight => LeastInFlight.into(),
+    };
+    stack = stack.balance(balance::Builder::new().load(load).max_wait(b.max_wait.0));
+
+    let br = &config.breaker;
+    stack = if br.enabled {
+        let backoff = Backoff::equal_jitter(br.backoff_base.0, br.backoff_max.0).map_err(field(
+            format!("{p}.breaker"),
+            &[("base", "backoff_base"), ("max", "backoff_max")],
+        ))?;
+        let breaker = BreakerConfig::builder()
+            .consecutive_failures(br.consecutive_failures)
+            .success_rate(br.min_success_rate, br.window.0, br.min_requests)
+            .backoff(backoff)
+            .build()
+            .map_err(field(format!("{p}.breaker"), &[]))?;
+        stack.breaker(breaker)
+    } else {
+        stack.no_breaker()
+    };
+
+    let r = &config.retry;
+    stack = if r.enabled {
+        let budget = RetryBudget::builder()
+            .retry_ratio(r.budget_percent / 100.0)
+            .min_retries_per_sec(r.min_per_second)
+            .ttl(r.budget_window.0)
+            .build()
+            .map_err(field(
+                format!("{p}.retry"),
+                &[
+                    ("retry_ratio", "budget_percent"),
+                    ("min_retries_per_sec", "min_per_second"),
+                    ("ttl", "budget_window"),
+                ],
+            ))?;
+        let backoff = Backoff::full_jitter(r.backoff_base.0, r.backoff_max.0).map_err(field(
+            format!("{p}.retry"),
+            &[("base", "backoff_base"), ("max", "backoff_max")],
+        ))?;
+        stack.retry(
+            RetryPolicy::new()
+                .max_retries(r.max_retries)
+                .backoff(backoff)
+                .budget(budget),
+        )
+    } else {
+        stack.no_retries()
+    };
+    let stack = stack
+        .labels(labels)
+        .classify(HttpClassify::new())
+        .replay(HttpReplay::new());
+
+    let (connect, version) = match config.http_version {
+        HttpVersion::Http1 => (
+            ConnectConfig::new().version(meshwork::http::HttpVersion::Http1),
+            Version::HTTP_11,
+        ),
+        HttpVersion::Http2 => (
+            ConnectConfig::new().version(meshwork::http::HttpVersion::Http2),
+            Version::HTTP_2,
+        ),
+    };
+    let replay_limit = usize::try_from(r.replay_limit_bytes).unwrap_or(usize::MAX);
+    Ok(Plan {
+        stack,
+        connect,
+        replay_limit,
+        version,
     })
 }
 
-/// Per-endpoint state and metric handles, created once per endpoint.
-struct EndpointState {
-    addr: SocketAddr,
-    authority: http::uri::Authority,
+/// Builds the forwarding service of upstream `name` from its configuration.
+///
+/// Must be called inside a tokio runtime: the balancer's discovery task is spawned here. Fails
+/// when the configuration is invalid or its discovery source cannot start, naming the field.
+pub async fn build(name: &str, config: &UpstreamConfig) -> Result<Upstream, BoxError> {
+    let Plan {
+        stack,
+        connect,
+        replay_limit,
+        version,
+    } = plan(name, config)?;
+    let source = discovery(name, &config.discovery).await?;
+    let upstream: Arc<str> = Arc::from(name);
+    let metrics_name = upstream.clone();
+    let client: UpstreamClient = stack
+        .build(source, move |ep: &Endpoint| {
+            let connection = PropagateDeadlineLayer::new()
+                .layer(FirstFrameLayer::new().layer(connect.endpoint::<TryBody>(ep.addr())));
+            Instrument::new(connection, EndpointMetrics::new(&metrics_name, ep.addr()))
+        })
+        .map_err(|e| format!("upstreams.{name}: {e}"))?;
+    let view = Arc::new(View(client.clone()));
+    let service = client.map_request(move |mut req: Request<ProxyBody>| {
+        *req.version_mut() = version;
+        req.map(|body| ReplayBody::with_limit(body, replay_limit))
+    });
+    Ok(Upstream {
+        name: upstream,
+        service: BoxCloneSyncService::new(service),
+        view,
+    })
+}
+
+/// The discovery source of upstream `name`.
+async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxError> {
+    let p = || format!("upstreams.{name}.discovery");
+    let labels = || MetricLabels::new().with("upstream", name.to_owned());
+    match config {
+        Discovery::Static { endpoints } => Ok(Box::pin(Static::new(
+            endpoints.iter().copied().map(Endpoint::new),
+        ))),
+        #[cfg(feature = "dns")]
+        Discovery::Dns {
+            name: host,
+            port,
+            refresh,
+        } => {
+            let dns = meshwork::discover::Dns::host(host.clone(), *port)
+                .min_refresh(refresh.0)
+                .max_refresh(refresh.0)
+                .labels(labels())
+                .build()
+                .map_err(field(
+                    p(),
+                    &[("min_refresh", "refresh"), ("max_refresh", "refresh")],
+                ))?;
+            Ok(Box::pin(dns))
+        }
+        #[cfg(feature = "file")]
+        Discovery::File { path } => {
+            let file = meshwork::discover::WatchFile::builder(path.clone())
+                .labels(labels())
+                .build()
+                .map_err(field(p(), &[]))?;
+            Ok(Box::pin(file))
+        }
+        other => {
+            let kind = match other {
+                Discovery::Dns { .. } => "dns",
+                Discovery::File { .. } => "file",
+                _ => "etcd",
+            };
+            Err(format!(
+                "{}.kind: `{kind}` discovery needs the `{kind}` feature: rebuild with \
+                 `--features {kind}`",
+                p()
+            )
+            .into())
+        }
+    }
+}
+
+/// `/endpoints` from the balancer's own view: load, breaker state, in-flight count.
+struct View(UpstreamClient);
+
+impl EndpointsView for View {
+    fn endpoints(&self) -> Vec<EndpointStatus> {
+        let mut list: Vec<EndpointStatus> = self
+            .0
+            .endpoints()
+            .into_iter()
+            .filter_map(|e| {
+                Some(EndpointStatus {
+                    addr: e.endpoint?.addr(),
+                    in_flight: e.in_flight,
+                    load: Some(e.cost),
+                    breaker: e.breaker.map(state_name),
+                })
+            })
+            .collect();
+        list.sort_by_key(|e| e.addr);
+        list
+    }
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open => "open",
+        State::HalfOpen => "half_open",
+        State::ForcedOpen => "forced_open",
+        State::ForcedClosed => "forced_closed",
+    }
+}
+
+/// Metric handles of one endpoint, made once when discovery adds it.
+struct EndpointMetrics {
     in_flight: AtomicU64,
     in_flight_gauge: Gauge,
     by_class: [Counter; 4],
     latency: Histogram,
 }
 
-impl EndpointState {
-    fn new(upstream: &str, addr: SocketAddr) -> Self {
+impl EndpointMetrics {
+    fn new(upstream: &str, addr: SocketAddr) -> Arc<Self> {
         let labels = |class: &'static str| {
             [
                 ("upstream", upstream.to_owned()),
@@ -180,12 +365,7 @@ impl EndpointState {
             ("upstream", upstream.to_owned()),
             ("endpoint", addr.to_string()),
         ];
-        Self {
-            addr,
-            authority: addr
-                .to_string()
-                .parse()
-                .expect("a socket address is an authority"),
+        Arc::new(Self {
             in_flight: AtomicU64::new(0),
             in_flight_gauge: metrics::gauge!("meshwork_sidecar_endpoint_in_flight", &ep),
             by_class: [
@@ -195,7 +375,7 @@ impl EndpointState {
                 metrics::counter!("meshwork_sidecar_requests_total", &labels("ignorable")),
             ],
             latency: metrics::histogram!("meshwork_sidecar_request_duration_seconds", &ep),
-        }
+        })
     }
 
     fn record(&self, class: Class) {
@@ -210,13 +390,13 @@ impl EndpointState {
 }
 
 /// Counts a request in flight until dropped (with the response body, or the failed future).
-struct InFlight(Arc<EndpointState>);
+struct InFlight(Arc<EndpointMetrics>);
 
 impl InFlight {
-    fn start(ep: Arc<EndpointState>) -> Self {
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        ep.in_flight_gauge.increment(1.0);
-        Self(ep)
+    fn start(m: Arc<EndpointMetrics>) -> Self {
+        m.in_flight.fetch_add(1, Ordering::Relaxed);
+        m.in_flight_gauge.increment(1.0);
+        Self(m)
     }
 }
 
@@ -227,213 +407,78 @@ impl Drop for InFlight {
     }
 }
 
-struct Shared {
-    name: Arc<str>,
-    endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
-    endpoint_count: Gauge,
-    discovery_errors: Counter,
-    next: AtomicUsize,
-    client: Client<HttpConnector, ProxyBody>,
-    version: Version,
-}
-
-impl Shared {
-    /// Applies a discovery update. Endpoints that stay keep their state (in-flight count, metric
-    /// handles); the set is swapped atomically, so requests never see a half-applied update.
-    fn apply(&self, update: Update) {
-        let current = self.endpoints.load_full();
-        let mut next: Vec<Arc<EndpointState>> = match &update {
-            Update::Reset(list) => {
-                let mut addrs: Vec<SocketAddr> = list.iter().map(Endpoint::addr).collect();
-                addrs.sort();
-                addrs.dedup();
-                addrs
-                    .into_iter()
-                    .map(|addr| {
-                        current
-                            .iter()
-                            .find(|ep| ep.addr == addr)
-                            .cloned()
-                            .unwrap_or_else(|| Arc::new(EndpointState::new(&self.name, addr)))
-                    })
-                    .collect()
-            }
-            Update::Insert(ep) => {
-                let mut v = (*current).clone();
-                if !v.iter().any(|e| e.addr == ep.addr()) {
-                    v.push(Arc::new(EndpointState::new(&self.name, ep.addr())));
-                }
-                v
-            }
-            Update::Remove(addr) => current
-                .iter()
-                .filter(|e| e.addr != *addr)
-                .cloned()
-                .collect(),
-        };
-        next.sort_by_key(|e| e.addr);
-        for ep in next
-            .iter()
-            .filter(|e| !current.iter().any(|c| c.addr == e.addr))
-        {
-            tracing::info!(upstream = %self.name, endpoint = %ep.addr, "endpoint added");
-        }
-        for ep in current
-            .iter()
-            .filter(|c| !next.iter().any(|e| e.addr == c.addr))
-        {
-            tracing::info!(upstream = %self.name, endpoint = %ep.addr, "endpoint removed");
-        }
-        self.endpoint_count.set(next.len() as f64);
-        self.endpoints.store(Arc::new(next));
-    }
-}
-
-/// Where an upstream's endpoints come from, once built.
-enum Source {
-    /// A fixed list.
-    Static(Vec<SocketAddr>),
-    /// A discovery stream, driven in the background.
-    #[cfg_attr(not(feature = "dns"), allow(dead_code))]
-    Stream(BoxDiscover),
-}
-
-/// The discovery source of upstream `name`. Sources the library does not provide yet fail here,
-/// naming the field.
-fn discovery(name: &str, config: &Discovery) -> Result<Source, BoxError> {
-    match config {
-        Discovery::Static { endpoints } => Ok(Source::Static(endpoints.clone())),
-        #[cfg(feature = "dns")]
-        Discovery::Dns {
-            name: host,
-            port,
-            refresh,
-        } => Ok(Source::Stream(dns(host.clone(), *port, refresh.0))),
-        other => {
-            let kind = match other {
-                Discovery::Dns { .. } => "dns",
-                Discovery::File { .. } => "file",
-                _ => "etcd",
-            };
-            Err(format!(
-                "upstreams.{name}.discovery.kind: `{kind}` discovery is validated but not wired \
-                 into the sidecar yet; use `static`"
-            )
-            .into())
-        }
-    }
-}
-
-/// Resolves `host` with the system resolver now and every `refresh`, as `Reset` updates. A failed
-/// or empty answer is an error item: the last good set stays.
-#[cfg(feature = "dns")]
-fn dns(host: String, port: u16, refresh: std::time::Duration) -> BoxDiscover {
-    Box::pin(futures_util::stream::unfold(true, move |first| {
-        let host = host.clone();
-        async move {
-            if !first {
-                tokio::time::sleep(refresh).await;
-            }
-            let item = match tokio::net::lookup_host((host.as_str(), port)).await {
-                Ok(addrs) => {
-                    let list: Vec<Endpoint> = addrs.map(Endpoint::new).collect();
-                    if list.is_empty() {
-                        Err(format!("{host} resolved to no address").into())
-                    } else {
-                        Ok(Update::Reset(list))
-                    }
-                }
-                Err(e) => Err(BoxError::from(e)),
-            };
-            Some((item, false))
-        }
-    }))
-}
-
-/// Applies a discovery stream's updates until the stream ends or the upstream is dropped.
-async fn drive(shared: Weak<Shared>, mut source: BoxDiscover) {
-    while let Some(item) = source.next().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        match item {
-            Ok(update) => shared.apply(update),
-            Err(e) => {
-                shared.discovery_errors.increment(1);
-                tracing::warn!(upstream = %shared.name, error = %e, "discovery failed; keeping the last good endpoints");
-            }
-        }
-    }
-}
-
-impl EndpointsView for Shared {
-    fn endpoints(&self) -> Vec<EndpointStatus> {
-        self.endpoints
-            .load()
-            .iter()
-            .map(|ep| EndpointStatus {
-                addr: ep.addr,
-                in_flight: ep.in_flight.load(Ordering::Relaxed),
-                load: None,
-                breaker: None,
-            })
-            .collect()
-    }
-}
-
-/// Round robin over the current endpoint snapshot; the stand-in for the P2C balancer.
+/// The sidecar's per-endpoint, per-try metrics around an endpoint's connection: the outcome class
+/// (by [`HttpClassify`]), the time to the first body frame, and the in-flight count until the
+/// response body ends. The response body becomes a [`ProxyBody`].
 #[derive(Clone)]
-struct RoundRobin {
-    shared: Arc<Shared>,
+pub struct Instrument<S> {
+    inner: S,
+    metrics: Arc<EndpointMetrics>,
 }
 
-impl Service<Request<ProxyBody>> for RoundRobin {
+impl<S> Instrument<S> {
+    fn new(inner: S, metrics: Arc<EndpointMetrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<S, Req, B> Service<Req> for Instrument<S>
+where
+    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     type Response = Response<ProxyBody>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>;
+    type Future = InstrumentFuture<S::Future>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The pooled client is always ready; an empty endpoint set fails the call fast.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
-        let snapshot = self.shared.endpoints.load();
-        if snapshot.is_empty() {
-            return Box::pin(async { Err(NoEndpoints.into()) });
+    fn call(&mut self, req: Req) -> Self::Future {
+        InstrumentFuture {
+            inner: self.inner.call(req),
+            guard: Some(InFlight::start(self.metrics.clone())),
+            start: tokio::time::Instant::now(),
         }
-        let i = self.shared.next.fetch_add(1, Ordering::Relaxed) % snapshot.len();
-        let ep = snapshot[i].clone();
+    }
+}
 
-        let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(ep.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        *req.uri_mut() = match Uri::from_parts(parts) {
-            Ok(uri) => uri,
-            Err(e) => return Box::pin(async move { Err(e.into()) }),
-        };
-        *req.version_mut() = self.shared.version;
+pin_project! {
+    /// The response future of [`Instrument`].
+    pub struct InstrumentFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+        start: tokio::time::Instant,
+    }
+}
 
-        let guard = InFlight::start(ep.clone());
-        let start = tokio::time::Instant::now();
-        let fut = self.shared.client.request(req);
-        Box::pin(async move {
-            let result = fut.await.map_err(BoxError::from);
-            ep.latency.record(start.elapsed().as_secs_f64());
-            let class = HttpClassify::new().classify(result.as_ref()).class();
-            ep.record(class);
-            let res = result?;
-            Ok(res.map(|body| {
-                body.map_err(BoxError::from)
+impl<F, B> Future for InstrumentFuture<F>
+where
+    F: Future<Output = Result<Response<B>, BoxError>>,
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ProxyBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take().expect("polled after completion");
+        let m = &guard.0;
+        m.latency.record(this.start.elapsed().as_secs_f64());
+        m.record(HttpClassify::new().classify(result.as_ref()).class());
+        Poll::Ready(result.map(|res| {
+            res.map(|body| {
+                body.map_err(Into::into)
                     .map_frame(move |frame| {
                         let _keep = &guard;
                         frame
                     })
                     .boxed()
-            }))
-        })
+            })
+        }))
     }
 }

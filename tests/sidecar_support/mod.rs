@@ -211,6 +211,15 @@ pub fn chunked_payload() -> Vec<u8> {
 
 impl Backend {
     pub async fn start(name: &'static str) -> Backend {
+        Self::start_inner(name, None).await
+    }
+
+    /// A backend that answers every request with `status` (and counts it).
+    pub async fn failing(name: &'static str, status: u16) -> Backend {
+        Self::start_inner(name, Some(StatusCode::from_u16(status).unwrap())).await
+    }
+
+    async fn start_inner(name: &'static str, always: Option<StatusCode>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -224,7 +233,21 @@ impl Backend {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        backend_handle(name, req)
+                        let fail = always.map(|status| {
+                            let mut res = Response::new(
+                                Full::new(Bytes::from(format!("{name} fails")))
+                                    .map_err(|n| match n {})
+                                    .boxed(),
+                            );
+                            *res.status_mut() = status;
+                            res
+                        });
+                        async move {
+                            match fail {
+                                Some(res) => Ok(res),
+                                None => backend_handle(name, req).await,
+                            }
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
