@@ -233,6 +233,8 @@ async fn main() -> Result<(), meshwork::BoxError> {
         backends.iter().map(|(_, addr, _)| *addr).collect(),
     )?;
     config.admin = "127.0.0.1:0".parse()?;
+    // Same seed, same story: P2C picks and jitter are reproducible.
+    config.seed = Some(42);
     let sidecar = app::start(config, true).await?;
     println!(
         "  sidecar on {} (admin {}: try /metrics and /endpoints)\n",
