@@ -186,8 +186,7 @@ where
             deadline = deadline.min(outer);
         }
         req.set_deadline(deadline);
-        let sleep = tokio::time::sleep_until(deadline.instant());
-        ResponseFuture::new(self.inner.call(req), sleep, Limit::Deadline)
+        ResponseFuture::new(self.inner.call(req), deadline.instant(), Limit::Deadline)
     }
 }
 

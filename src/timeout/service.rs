@@ -138,8 +138,8 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let sleep = tokio::time::sleep(self.timeout);
-        ResponseFuture::new(self.inner.call(req), sleep, Limit::Try)
+        let at = Instant::now() + self.timeout;
+        ResponseFuture::new(self.inner.call(req), at, Limit::Try)
     }
 }
 
