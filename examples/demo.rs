@@ -151,6 +151,11 @@ impl Outcomes {
         100.0 * self.ok as f64 / self.total().max(1) as f64
     }
 
+    fn mean(&self) -> Duration {
+        let n = u32::try_from(self.latencies.len().max(1)).unwrap_or(u32::MAX);
+        self.latencies.iter().sum::<Duration>() / n
+    }
+
     fn percentile(&self, p: f64) -> Duration {
         let mut v = self.latencies.clone();
         v.sort();
@@ -282,14 +287,16 @@ async fn main() -> Result<(), meshwork::BoxError> {
 
     let m = std::mem::take(&mut *mesh.lock().unwrap());
     let p = std::mem::take(&mut *plain.lock().unwrap());
-    println!("| client | requests | success | p50 | p99 |");
-    println!("|---|---|---|---|---|");
+    println!("| client | requests | success | mean | p50 | p90 | p99 |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, o) in [("meshwork sidecar", &m), ("plain round robin", &p)] {
         println!(
-            "| {name} | {} | {:.1} % | {} | {} |",
+            "| {name} | {} | {:.1} % | {} | {} | {} | {} |",
             o.total(),
             o.success(),
+            ms(o.mean()),
             ms(o.percentile(50.0)),
+            ms(o.percentile(90.0)),
             ms(o.percentile(99.0))
         );
     }
