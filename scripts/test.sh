@@ -5,3 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo test --all-features "$@"
+# The sidecar example's own unit tests (configuration defaults and checks, header rules, error mapping).
+cargo test --all-features --example sidecar "$@"
