@@ -192,7 +192,9 @@ pub struct EndpointStatus<S> {
 /// there. A removed endpoint gets no new pick.
 pub struct Balance<S, C = DefaultClassify> {
     shared: Arc<Shared<S, C>>,
-    rng: SmallRng,
+    /// Seeded on first use: a clone that never picks (the retry layer's spare) costs no draw from
+    /// the shared seed source.
+    rng: Option<SmallRng>,
     reserved: Option<Reservation<S>>,
     /// An endpoint picked earlier whose `poll_ready` was `Pending`: polled again first.
     pending: Option<(Arc<EndpointLoad>, S)>,
@@ -202,10 +204,9 @@ pub struct Balance<S, C = DefaultClassify> {
 
 impl<S, C> Balance<S, C> {
     pub(crate) fn from_shared(shared: Arc<Shared<S, C>>) -> Self {
-        let rng = shared.seeds.rng();
         Self {
             shared,
-            rng,
+            rng: None,
             reserved: None,
             pending: None,
             wait: None,
@@ -280,7 +281,7 @@ impl<S: Available, C> Balance<S, C> {
         // open one (with three endpoints, a third of all traffic).
         let mut held: Option<usize> = None;
         for _ in 0..PAIR_ATTEMPTS {
-            let (a, b) = snap.draw_pair(&mut self.rng);
+            let (a, b) = snap.draw_pair(self.rng());
             if a == b {
                 // Weighted draws may pick one endpoint twice: it wins its own pair.
                 if held.is_none() && snap.slots[a].service.is_available() {
@@ -305,7 +306,7 @@ impl<S: Available, C> Balance<S, C> {
             }
         }
         // Most endpoints are unavailable: scan from a random point for the first two available.
-        let start = self.rng.random_range(0..n);
+        let start = self.rng().random_range(0..n);
         let mut found: Option<usize> = None;
         for k in 0..n {
             let i = (start + k) % n;
@@ -334,7 +335,7 @@ impl<S: Available, C> Balance<S, C> {
         if n == 0 {
             return;
         }
-        let start = self.rng.random_range(0..n);
+        let start = self.rng().random_range(0..n);
         let mut watched = 0;
         for k in 0..n.min(WATCH_SCAN) {
             let service = &snap.slots[(start + k) % n].service;
@@ -351,6 +352,15 @@ impl<S: Available, C> Balance<S, C> {
                 return;
             }
         }
+    }
+}
+
+impl<S, C> Balance<S, C> {
+    /// This clone's generator, seeded from the shared source on first use.
+    #[inline]
+    fn rng(&mut self) -> &mut SmallRng {
+        let seeds = &self.shared.seeds;
+        self.rng.get_or_insert_with(|| seeds.rng())
     }
 }
 
