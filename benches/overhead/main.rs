@@ -36,6 +36,29 @@ impl<R> Service<R> for Immediate {
     }
 }
 
+/// tower's retry baseline: retries failures while the `TpsBudget` allows; every success deposits.
+#[derive(Clone)]
+pub struct TowerBudgetPolicy(pub std::sync::Arc<tower::retry::budget::TpsBudget>);
+
+impl<E> tower::retry::Policy<u64, (), E> for TowerBudgetPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut u64, result: &mut Result<(), E>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(()) => {
+                self.0.deposit();
+                None
+            }
+            Err(_) => self.0.withdraw().then(|| ready(())),
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
 /// Drives `svc` through one ready + call + response on the current thread, without a runtime hop.
 pub fn one_call<S, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error>
 where

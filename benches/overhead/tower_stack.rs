@@ -6,38 +6,14 @@
 //! cost, so this benchmark drives requests inside the runtime (`block_on` over a batch of
 //! requests, timed as a whole), not with [`one_call`](super::one_call).
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
-use tower::retry::Policy;
-use tower::retry::budget::{Budget, TpsBudget};
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::retry::budget::TpsBudget;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-use super::Immediate;
-
-/// Retries failures while the budget allows; every success deposits.
-#[derive(Clone)]
-struct BudgetPolicy(Arc<TpsBudget>);
-
-impl Policy<u64, (), BoxError> for BudgetPolicy {
-    type Future = Ready<()>;
-
-    fn retry(&mut self, _req: &mut u64, result: &mut Result<(), BoxError>) -> Option<Self::Future> {
-        match result {
-            Ok(()) => {
-                self.0.deposit();
-                None
-            }
-            Err(_) => self.0.withdraw().then(|| ready(())),
-        }
-    }
-
-    fn clone_request(&mut self, req: &u64) -> Option<u64> {
-        Some(*req)
-    }
-}
+use super::{Immediate, TowerBudgetPolicy};
 
 /// `tower/retry_timeout_buffer_p2c/{10,1000}`.
 pub fn tower_stack(c: &mut Criterion) {
@@ -62,7 +38,7 @@ pub fn tower_stack(c: &mut Criterion) {
             let balance: Balance<_, u64> = Balance::new(discover);
             let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
             ServiceBuilder::new()
-                .retry(BudgetPolicy(budget))
+                .retry(TowerBudgetPolicy(budget))
                 .timeout(Duration::from_secs(1))
                 .buffer(1024)
                 .service(balance)
