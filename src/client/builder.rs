@@ -151,6 +151,17 @@ impl<C, R> ClientBuilder<C, R> {
 
     /// The classifier every layer uses.
     pub fn classify<C2>(self, classify: C2) -> ClientBuilder<C2, R> {
+        self.map_parts(|_, replay| (classify, replay))
+    }
+
+    /// How a request is copied for another try (see [`Replay`](crate::retry::Replay)).
+    pub fn replay<R2>(self, replay: R2) -> ClientBuilder<C, R2> {
+        self.map_parts(|classify, _| (classify, replay))
+    }
+
+    /// The same builder with its classifier and replay (the two type parameters) replaced.
+    fn map_parts<C2, R2>(self, f: impl FnOnce(C, R) -> (C2, R2)) -> ClientBuilder<C2, R2> {
+        let (classify, replay) = f(self.classify, self.replay);
         ClientBuilder {
             total_timeout: self.total_timeout,
             per_try_timeout: self.per_try_timeout,
@@ -158,21 +169,6 @@ impl<C, R> ClientBuilder<C, R> {
             breaker: self.breaker,
             balance: self.balance,
             classify,
-            replay: self.replay,
-            seeds: self.seeds,
-            labels: self.labels,
-        }
-    }
-
-    /// How a request is copied for another try (see [`Replay`](crate::retry::Replay)).
-    pub fn replay<R2>(self, replay: R2) -> ClientBuilder<C, R2> {
-        ClientBuilder {
-            total_timeout: self.total_timeout,
-            per_try_timeout: self.per_try_timeout,
-            retry: self.retry,
-            breaker: self.breaker,
-            balance: self.balance,
-            classify: self.classify,
             replay,
             seeds: self.seeds,
             labels: self.labels,
@@ -298,8 +294,6 @@ impl<C, R> ClientBuilder<C, R> {
             .seed(seeds.clone())
             .labels(labels.clone())
             .build(discover, make_endpoint);
-        let status = balance.clone();
-        let budget = self.retry.as_ref().map(|p| p.get_budget().clone());
         let retry = match self.retry {
             Some(policy) => {
                 let policy = policy
@@ -315,7 +309,7 @@ impl<C, R> ClientBuilder<C, R> {
             Some(total) => Optional::On(DeadlineLayer::new(total)?.layer(retry)),
             None => Optional::Off(retry),
         };
-        Ok(Client::from_parts(stack, status, budget))
+        Ok(Client::from_stack(stack))
     }
 }
 

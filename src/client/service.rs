@@ -31,20 +31,15 @@ type Stack<S, C, R> = Optional<WithDeadline<RetryStack<S, C, R>>, RetryStack<S, 
 /// the endpoint set, loads, breakers and retry budget; no `Buffer` task sits in front.
 pub struct Client<S, C = DefaultClassify, R = CloneWithDeadline> {
     stack: Stack<S, C, R>,
-    status: Balanced<S, C>,
-    budget: Option<RetryBudget>,
 }
 
 impl<S, C, R> Clone for Client<S, C, R>
 where
     Stack<S, C, R>: Clone,
-    Balanced<S, C>: Clone,
 {
     fn clone(&self) -> Self {
         Self {
             stack: self.stack.clone(),
-            status: self.status.clone(),
-            budget: self.budget.clone(),
         }
     }
 }
@@ -52,8 +47,8 @@ where
 impl<S, C, R> fmt::Debug for Client<S, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoints", &self.status.len())
-            .field("retry_budget", &self.budget)
+            .field("endpoints", &self.balance().len())
+            .field("retry_budget", &self.retry_budget())
             .finish_non_exhaustive()
     }
 }
@@ -75,15 +70,23 @@ pub struct EndpointInfo {
 }
 
 impl<S, C, R> Client<S, C, R> {
-    pub(super) fn from_parts(
-        stack: Stack<S, C, R>,
-        status: Balanced<S, C>,
-        budget: Option<RetryBudget>,
-    ) -> Self {
-        Self {
-            stack,
-            status,
-            budget,
+    pub(super) fn from_stack(stack: Stack<S, C, R>) -> Self {
+        Self { stack }
+    }
+
+    /// The retry layer (or the balancer, when retries are off), under the deadline.
+    fn retry_stack(&self) -> &RetryStack<S, C, R> {
+        match &self.stack {
+            Optional::On(deadline) => deadline.get_ref(),
+            Optional::Off(retry) => retry,
+        }
+    }
+
+    /// The balancer, under the deadline and retry layers.
+    fn balance(&self) -> &Balanced<S, C> {
+        match self.retry_stack() {
+            Optional::On(retry) => retry.get_ref(),
+            Optional::Off(balance) => balance,
         }
     }
 
@@ -93,7 +96,7 @@ impl<S, C, R> Client<S, C, R> {
     where
         EndpointStack<S, C>: Clone,
     {
-        self.status
+        self.balance()
             .endpoints()
             .into_iter()
             .map(|e| EndpointInfo {
@@ -108,7 +111,9 @@ impl<S, C, R> Client<S, C, R> {
 
     /// The retry budget, when retries are on.
     pub fn retry_budget(&self) -> Option<&RetryBudget> {
-        self.budget.as_ref()
+        self.retry_stack()
+            .on()
+            .map(|retry| retry.policy().get_budget())
     }
 }
 

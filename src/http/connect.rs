@@ -174,7 +174,8 @@ impl<B> Clone for HttpEndpoint<B> {
 
 impl<B> HttpEndpoint<B> {
     fn rewrite(&self, req: &mut Request<B>) {
-        let uri = req.uri().clone();
+        // Take the URI out rather than clone it: it is rebuilt below from its own parts.
+        let uri = std::mem::take(req.uri_mut());
         if !req.headers().contains_key(HOST)
             && let Some(host) = uri
                 .authority()
@@ -188,9 +189,7 @@ impl<B> HttpEndpoint<B> {
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
+        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are all set");
     }
 }
 

@@ -1,13 +1,12 @@
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::{Limit, ResponseFuture};
-use super::service::poll_ready_within;
+use super::service::ReadyWait;
 use super::{CarryDeadline, Deadline};
 use crate::{BoxError, ConfigError};
 
@@ -112,9 +111,7 @@ impl<S> Layer<S> for DeadlineLayer {
         WithDeadline {
             inner,
             config: *self,
-            ready_timer: None,
-            waiting: false,
-            wait_started: None,
+            ready: ReadyWait::default(),
         }
     }
 }
@@ -128,9 +125,7 @@ impl<S> Layer<S> for DeadlineLayer {
 pub struct WithDeadline<S> {
     inner: S,
     config: DeadlineLayer,
-    ready_timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
-    wait_started: Option<Instant>,
+    ready: ReadyWait,
 }
 
 impl<S: Clone> Clone for WithDeadline<S> {
@@ -157,29 +152,17 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let was_waiting = self.waiting;
-        let poll = poll_ready_within(
+        // A successful wait keeps its start for the call that follows: the deadline runs from it.
+        self.ready.poll(
             &mut self.inner,
             cx,
-            &mut self.ready_timer,
-            &mut self.waiting,
             self.config.wait_limit(),
             Limit::Deadline,
-        );
-        if self.waiting && !was_waiting {
-            self.wait_started = Some(Instant::now());
-        }
-        if poll.is_ready() && !self.waiting && was_waiting {
-            // Keep `wait_started` for the call that follows, unless the wait failed.
-            if matches!(poll, Poll::Ready(Err(_))) {
-                self.wait_started = None;
-            }
-        }
-        poll
+        )
     }
 
     fn call(&mut self, mut req: R) -> Self::Future {
-        let start = self.wait_started.take().unwrap_or_else(Instant::now);
+        let start = self.ready.clear().unwrap_or_else(Instant::now);
         let budget = self.config.budget(req.incoming_budget());
         let mut deadline = Deadline::at(start.checked_add(budget).unwrap_or_else(far_future));
         if let Some(outer) = req.deadline() {

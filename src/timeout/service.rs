@@ -36,9 +36,7 @@ use crate::{BoxError, ConfigError};
 pub struct Timeout<S> {
     inner: S,
     timeout: Duration,
-    /// The readiness timer; boxed only once a `poll_ready` returns `Pending`, then reused.
-    ready_timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    ready: ReadyWait,
 }
 
 impl<S> Timeout<S> {
@@ -51,8 +49,7 @@ impl<S> Timeout<S> {
         Self {
             inner,
             timeout,
-            ready_timer: None,
-            waiting: false,
+            ready: ReadyWait::default(),
         }
     }
 
@@ -78,42 +75,61 @@ impl<S: Clone> Clone for Timeout<S> {
     }
 }
 
-/// Bounds a `poll_ready` by a timer armed at its first `Pending`. Shared with the deadline layer.
-pub(crate) fn poll_ready_within<S, R>(
-    inner: &mut S,
-    cx: &mut Context<'_>,
-    timer: &mut Option<Pin<Box<Sleep>>>,
-    waiting: &mut bool,
-    limit: Duration,
-    kind: Limit,
-) -> Poll<Result<(), BoxError>>
-where
-    S: Service<R>,
-    S::Error: Into<BoxError>,
-{
-    match inner.poll_ready(cx) {
-        Poll::Ready(r) => {
-            *waiting = false;
-            Poll::Ready(r.map_err(Into::into))
-        }
-        Poll::Pending => {
-            if !*waiting {
-                *waiting = true;
-                let at = Instant::now() + limit;
-                match timer {
-                    Some(t) => t.as_mut().reset(at),
-                    None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+/// A wait for readiness, bounded by a timer armed at its first `Pending`. Shared with the deadline
+/// layer, which also needs to know when the wait began.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyWait {
+    /// Boxed only once a `poll_ready` returns `Pending`, then reused.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// When the current wait began; `None` when no wait is under way.
+    started: Option<Instant>,
+}
+
+impl ReadyWait {
+    /// Polls `inner` for readiness, failing with `kind`'s error once `limit` has passed since the
+    /// wait began. A ready service leaves `started` set, for the caller to read or [`clear`](Self::clear).
+    pub(crate) fn poll<S, R>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+        limit: Duration,
+        kind: Limit,
+    ) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<R>,
+        S::Error: Into<BoxError>,
+    {
+        match inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.started = None;
+                Poll::Ready(Err(e.into()))
+            }
+            Poll::Pending => {
+                if self.started.is_none() {
+                    let now = Instant::now();
+                    self.started = Some(now);
+                    let at = now + limit;
+                    match &mut self.timer {
+                        Some(t) => t.as_mut().reset(at),
+                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+                let t = self.timer.as_mut().expect("armed above");
+                match t.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.started = None;
+                        Poll::Ready(Err(kind.error()))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
             }
-            let t = timer.as_mut().expect("armed above");
-            match t.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    *waiting = false;
-                    Poll::Ready(Err(kind.error()))
-                }
-                Poll::Pending => Poll::Pending,
-            }
         }
+    }
+
+    /// Ends the wait; returns when it began, if there was one.
+    pub(crate) fn clear(&mut self) -> Option<Instant> {
+        self.started.take()
     }
 }
 
@@ -127,14 +143,13 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        poll_ready_within(
-            &mut self.inner,
-            cx,
-            &mut self.ready_timer,
-            &mut self.waiting,
-            self.timeout,
-            Limit::Try,
-        )
+        let poll = self
+            .ready
+            .poll(&mut self.inner, cx, self.timeout, Limit::Try);
+        if poll.is_ready() {
+            self.ready.clear();
+        }
+        poll
     }
 
     fn call(&mut self, req: R) -> Self::Future {
