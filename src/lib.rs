@@ -76,5 +76,6 @@ pub mod retry;
 pub mod rng;
 pub mod telemetry;
 pub mod timeout;
+mod util;
 
 pub use crate::error::{BoxError, ConfigError};

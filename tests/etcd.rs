@@ -43,6 +43,11 @@ impl Follower {
         }
     }
 
+    /// Follows `prefix` on `etcd` through a [`fast_source`].
+    async fn follow(etcd: &EtcdServer, prefix: &str) -> Self {
+        Self::new(fast_source(prefix).build(etcd.client().await))
+    }
+
     fn apply(&mut self, item: Result<Update, BoxError>) {
         match item {
             Ok(update) => {
@@ -99,6 +104,11 @@ impl Follower {
     }
 }
 
+/// Writes `value` at `key`, without a lease.
+async fn put(kv: &mut etcd_client::Client, key: &str, value: &str) -> etcd_client::PutResponse {
+    kv.put(key, value, None).await.unwrap()
+}
+
 fn fast_source(prefix: &str) -> meshwork::discover::etcd::EtcdDiscoverBuilder {
     EtcdDiscover::builder(prefix)
         .unwrap()
@@ -116,25 +126,21 @@ async fn adds_changes_and_removes_arrive_within_a_second() {
     let mut kv = etcd.client().await;
     // One endpoint in the Go endpoint-manager form, one in meshwork's form; a key of another
     // service that shares the prefix's first characters must not be seen.
-    kv.put(
+    put(
+        &mut kv,
         "svc/users/127.0.0.1:9001",
         r#"{"Addr":"127.0.0.1:9001","Metadata":null}"#,
-        None,
     )
-    .await
-    .unwrap();
-    kv.put(
+    .await;
+    put(
+        &mut kv,
         "svc/users/b",
         r#"{"addr":"127.0.0.1:9002","weight":2,"labels":{"zone":"a"}}"#,
-        None,
     )
-    .await
-    .unwrap();
-    kv.put("svc/users-admin/x", r#"{"Addr":"127.0.0.1:9999"}"#, None)
-        .await
-        .unwrap();
+    .await;
+    put(&mut kv, "svc/users-admin/x", r#"{"Addr":"127.0.0.1:9999"}"#).await;
 
-    let mut f = Follower::new(fast_source("svc/users").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/users").await;
     let first = tokio::time::timeout(SECOND, f.source.next())
         .await
         .unwrap()
@@ -156,13 +162,12 @@ async fn adds_changes_and_removes_arrive_within_a_second() {
     f.apply(Ok(first));
 
     // Added.
-    kv.put(
+    put(
+        &mut kv,
         "svc/users/127.0.0.1:9003",
         r#"{"Addr":"127.0.0.1:9003","Metadata":{"weight":4,"zone":"b"}}"#,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     f.until(SECOND, "insert of 9003", |s| {
         s.contains_key(&addr("127.0.0.1:9003"))
     })
@@ -171,20 +176,17 @@ async fn adds_changes_and_removes_arrive_within_a_second() {
     assert_eq!(f.set[&addr("127.0.0.1:9003")].label("zone"), Some("b"));
 
     // Changed (weight), then moved to another address under the same key.
-    kv.put(
+    put(
+        &mut kv,
         "svc/users/b",
         r#"{"addr":"127.0.0.1:9002","weight":7}"#,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     f.until(SECOND, "weight change of 9002", |s| {
         s[&addr("127.0.0.1:9002")].weight() == 7
     })
     .await;
-    kv.put("svc/users/b", r#"{"addr":"127.0.0.1:9004"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/users/b", r#"{"addr":"127.0.0.1:9004"}"#).await;
     f.until(SECOND, "9002 moved to 9004", |s| {
         !s.contains_key(&addr("127.0.0.1:9002")) && s.contains_key(&addr("127.0.0.1:9004"))
     })
@@ -216,14 +218,10 @@ async fn adds_changes_and_removes_arrive_within_a_second() {
 async fn etcd_restart_keeps_the_last_good_set_and_changes_after_it_arrive() {
     let mut etcd = EtcdServer::start().await;
     let mut kv = etcd.client().await;
-    kv.put("svc/a/1", r#"{"Addr":"127.0.0.1:9101"}"#, None)
-        .await
-        .unwrap();
-    kv.put("svc/a/2", r#"{"Addr":"127.0.0.1:9102"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/a/1", r#"{"Addr":"127.0.0.1:9101"}"#).await;
+    put(&mut kv, "svc/a/2", r#"{"Addr":"127.0.0.1:9102"}"#).await;
 
-    let mut f = Follower::new(fast_source("svc/a").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/a").await;
     f.until(SECOND, "initial set", |s| s.len() == 2).await;
     // Let the watch be established before the outage.
     assert!(f.drain_for(Duration::from_millis(200)).await.is_empty());
@@ -249,9 +247,7 @@ async fn etcd_restart_keeps_the_last_good_set_and_changes_after_it_arrive() {
 
     etcd.restart().await;
     let mut kv = etcd.client().await;
-    kv.put("svc/a/3", r#"{"Addr":"127.0.0.1:9103"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/a/3", r#"{"Addr":"127.0.0.1:9103"}"#).await;
     kv.delete("svc/a/1", None).await.unwrap();
     f.until(Duration::from_secs(5), "changes after the restart", |s| {
         s.contains_key(&addr("127.0.0.1:9103")) && !s.contains_key(&addr("127.0.0.1:9101"))
@@ -260,9 +256,7 @@ async fn etcd_restart_keeps_the_last_good_set_and_changes_after_it_arrive() {
     assert_eq!(f.addrs(), [addr("127.0.0.1:9102"), addr("127.0.0.1:9103")]);
 
     // And the watch works again afterwards.
-    kv.put("svc/a/4", r#"{"Addr":"127.0.0.1:9104"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/a/4", r#"{"Addr":"127.0.0.1:9104"}"#).await;
     f.until(SECOND, "a change after recovery", |s| {
         s.contains_key(&addr("127.0.0.1:9104"))
     })
@@ -273,12 +267,8 @@ async fn etcd_restart_keeps_the_last_good_set_and_changes_after_it_arrive() {
 async fn compaction_past_the_watched_revision_is_recovered_by_a_reread() {
     let etcd = EtcdServer::start().await;
     let mut kv = etcd.client().await;
-    kv.put("svc/c/1", r#"{"Addr":"127.0.0.1:9201"}"#, None)
-        .await
-        .unwrap();
-    kv.put("svc/c/2", r#"{"Addr":"127.0.0.1:9202"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/c/1", r#"{"Addr":"127.0.0.1:9201"}"#).await;
+    put(&mut kv, "svc/c/2", r#"{"Addr":"127.0.0.1:9202"}"#).await;
 
     #[cfg(feature = "metrics")]
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
@@ -298,21 +288,15 @@ async fn compaction_past_the_watched_revision_is_recovered_by_a_reread() {
     f.until(SECOND, "initial set", |s| s.len() == 2).await;
 
     // Meanwhile: changes, and a compaction of the history past R+1.
-    kv.put("svc/c/3", r#"{"Addr":"127.0.0.1:9203"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/c/3", r#"{"Addr":"127.0.0.1:9203"}"#).await;
     kv.delete("svc/c/1", None).await.unwrap();
-    kv.put(
+    put(
+        &mut kv,
         "svc/c/2",
         r#"{"Addr":"127.0.0.1:9202","Metadata":{"weight":5}}"#,
-        None,
     )
-    .await
-    .unwrap();
-    let rev = kv
-        .put("svc/c/4", r#"{"Addr":"127.0.0.1:9204"}"#, None)
-        .await
-        .unwrap();
+    .await;
+    let rev = put(&mut kv, "svc/c/4", r#"{"Addr":"127.0.0.1:9204"}"#).await;
     let rev = rev.header().unwrap().revision();
     kv.compact(rev, None).await.unwrap();
 
@@ -358,9 +342,7 @@ async fn compaction_past_the_watched_revision_is_recovered_by_a_reread() {
         reloads.contains(&("compacted".to_owned(), 1)),
         "reloads: {reloads:?}"
     );
-    kv.put("svc/c/5", r#"{"Addr":"127.0.0.1:9205"}"#, None)
-        .await
-        .unwrap();
+    put(&mut kv, "svc/c/5", r#"{"Addr":"127.0.0.1:9205"}"#).await;
     f.until(SECOND, "a change after the re-read", |s| {
         s.contains_key(&addr("127.0.0.1:9205"))
     })
@@ -371,15 +353,11 @@ async fn compaction_past_the_watched_revision_is_recovered_by_a_reread() {
 async fn a_malformed_value_leaves_the_other_endpoints_in_place() {
     let etcd = EtcdServer::start().await;
     let mut kv = etcd.client().await;
-    kv.put("svc/m/1", r#"{"Addr":"127.0.0.1:9301"}"#, None)
-        .await
-        .unwrap();
-    kv.put("svc/m/2", r#"{"Addr":"127.0.0.1:9302"}"#, None)
-        .await
-        .unwrap();
-    kv.put("svc/m/bad", "not json at all", None).await.unwrap();
+    put(&mut kv, "svc/m/1", r#"{"Addr":"127.0.0.1:9301"}"#).await;
+    put(&mut kv, "svc/m/2", r#"{"Addr":"127.0.0.1:9302"}"#).await;
+    put(&mut kv, "svc/m/bad", "not json at all").await;
 
-    let mut f = Follower::new(fast_source("svc/m").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/m").await;
     let first = tokio::time::timeout(SECOND, f.source.next())
         .await
         .unwrap()
@@ -397,19 +375,14 @@ async fn a_malformed_value_leaves_the_other_endpoints_in_place() {
 
     // Malformed writes while watching: a new bad key, and a bad value over a good key. Then a good
     // write, which proves the bad ones were processed before it.
-    kv.put("svc/m/bad2", r#"{"Addr":"no-port"}"#, None)
-        .await
-        .unwrap();
-    kv.put(
+    put(&mut kv, "svc/m/bad2", r#"{"Addr":"no-port"}"#).await;
+    put(
+        &mut kv,
         "svc/m/2",
         r#"{"Addr":"127.0.0.1:9302","Metadata":{"weight":0}}"#,
-        None,
     )
-    .await
-    .unwrap();
-    kv.put("svc/m/3", r#"{"Addr":"127.0.0.1:9303"}"#, None)
-        .await
-        .unwrap();
+    .await;
+    put(&mut kv, "svc/m/3", r#"{"Addr":"127.0.0.1:9303"}"#).await;
     f.until(SECOND, "the good write after the bad ones", |s| {
         s.contains_key(&addr("127.0.0.1:9303"))
     })
@@ -432,13 +405,12 @@ async fn a_malformed_value_leaves_the_other_endpoints_in_place() {
     );
 
     // Repairing the bad value takes effect; deleting a key whose value is bad removes it.
-    kv.put(
+    put(
+        &mut kv,
         "svc/m/2",
         r#"{"Addr":"127.0.0.1:9302","Metadata":{"weight":3}}"#,
-        None,
     )
-    .await
-    .unwrap();
+    .await;
     f.until(SECOND, "the repaired value", |s| {
         s[&addr("127.0.0.1:9302")].weight() == 3
     })
@@ -471,7 +443,7 @@ async fn a_registered_service_is_discovered_and_disappears_after_its_lease_when_
     );
     assert_eq!(got.kvs()[0].lease(), registration.lease_id());
 
-    let mut f = Follower::new(fast_source("svc/r").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/r").await;
     f.until(SECOND, "the registered endpoint", |s| {
         s.get(&me.addr()) == Some(&me)
     })
@@ -513,7 +485,7 @@ async fn deregistering_removes_the_endpoint_at_once() {
         .register(etcd.client().await)
         .await
         .unwrap();
-    let mut f = Follower::new(fast_source("svc/d").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/d").await;
     f.until(SECOND, "the registered endpoint", |s| {
         s.contains_key(&me.addr())
     })
@@ -546,7 +518,7 @@ async fn a_registration_survives_an_etcd_outage_longer_than_its_ttl() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     etcd.restart().await;
 
-    let mut f = Follower::new(fast_source("svc/o").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/o").await;
     f.until(SECOND, "the endpoint after the restart", |s| {
         s.contains_key(&me.addr())
     })
@@ -575,7 +547,7 @@ async fn a_registration_whose_lease_was_lost_registers_again() {
         .register(etcd.client().await)
         .await
         .unwrap();
-    let mut f = Follower::new(fast_source("svc/l").build(etcd.client().await));
+    let mut f = Follower::follow(&etcd, "svc/l").await;
     f.until(SECOND, "the registered endpoint", |s| {
         s.contains_key(&me.addr())
     })

@@ -11,9 +11,9 @@ mod sidecar_support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
 use sidecar_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,6 +39,17 @@ fn streaming(payload: &[u8]) -> TestBody {
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
+/// POSTs `payload` to `url` with `client`, [`streaming`] it.
+async fn post_streaming(
+    client: &TestClient,
+    url: String,
+    payload: &[u8],
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    client
+        .request(Request::post(url).body(streaming(payload)).unwrap())
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_get_post_and_chunked_round_trip_byte_identical() {
     let backend = Backend::start("a").await;
@@ -49,16 +60,11 @@ async fn http1_get_post_and_chunked_round_trip_byte_identical() {
     assert_eq!(body, "hello from a");
 
     let payload = mib_payload();
-    let res = client()
-        .request(
-            Request::post(sidecar.url("/echo"))
-                .body(streaming(&payload))
-                .unwrap(),
-        )
+    let res = post_streaming(&client(), sidecar.url("/echo"), &payload)
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let echoed = res.into_body().collect().await.unwrap().to_bytes();
+    let echoed = body_bytes(res).await;
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "the 1 MiB body came back altered");
 
@@ -68,7 +74,7 @@ async fn http1_get_post_and_chunked_round_trip_byte_identical() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().get("content-length").is_none());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let body = body_bytes(res).await;
     assert!(
         body == chunked_payload(),
         "the chunked body came back altered"
@@ -88,22 +94,14 @@ async fn http2_prior_knowledge_round_trip() {
         .unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        res.into_body().collect().await.unwrap().to_bytes(),
-        "hello from a"
-    );
+    assert_eq!(body_bytes(res).await, "hello from a");
 
     let payload = mib_payload();
-    let res = h2
-        .request(
-            Request::post(sidecar.url("/echo"))
-                .body(streaming(&payload))
-                .unwrap(),
-        )
+    let res = post_streaming(&h2, sidecar.url("/echo"), &payload)
         .await
         .unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
-    let echoed = res.into_body().collect().await.unwrap().to_bytes();
+    let echoed = body_bytes(res).await;
     assert!(
         echoed == payload,
         "the 1 MiB body came back altered over HTTP/2"
@@ -125,16 +123,11 @@ async fn http2_upstream_from_config() {
     ))
     .await;
     let payload = mib_payload();
-    let res = client()
-        .request(
-            Request::post(sidecar.url("/echo"))
-                .body(streaming(&payload))
-                .unwrap(),
-        )
+    let res = post_streaming(&client(), sidecar.url("/echo"), &payload)
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let echoed = res.into_body().collect().await.unwrap().to_bytes();
+    let echoed = body_bytes(res).await;
     assert!(echoed == payload);
 }
 
@@ -158,7 +151,7 @@ async fn hop_by_hop_removed_and_forwarding_headers_added() {
         .await
         .unwrap();
     assert_eq!(res.headers()["via"], "1.1 meshwork");
-    let seen = res.into_body().collect().await.unwrap().to_bytes();
+    let seen = body_bytes(res).await;
     let seen = String::from_utf8_lossy(&seen);
     for gone in ["x-secret", "keep-alive", "proxy-authorization", "gzip"] {
         assert!(!seen.contains(gone), "{gone} was forwarded:\n{seen}");
@@ -430,13 +423,7 @@ async fn body_over_the_limit_is_refused() {
     assert_eq!(backend.hits(), 0);
 
     // A streamed body (no length) that outgrows the limit is cut off: it never arrives whole.
-    let res = client()
-        .request(
-            Request::post(sidecar.url("/count"))
-                .body(streaming(&vec![1u8; 200_000]))
-                .unwrap(),
-        )
-        .await;
+    let res = post_streaming(&client(), sidecar.url("/count"), &vec![1u8; 200_000]).await;
     let outcome = match res {
         Ok(res) => {
             let status = res.status();
@@ -448,15 +435,10 @@ async fn body_over_the_limit_is_refused() {
     assert!(!outcome.contains("200000"), "{outcome}");
     assert!(outcome.starts_with("413"), "{outcome}");
     // Within the limit, a streamed body goes through.
-    let res = client()
-        .request(
-            Request::post(sidecar.url("/count"))
-                .body(streaming(&[7u8; 1000]))
-                .unwrap(),
-        )
+    let res = post_streaming(&client(), sidecar.url("/count"), &[7u8; 1000])
         .await
         .unwrap();
-    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "1000");
+    assert_eq!(body_bytes(res).await, "1000");
 }
 
 /// One sample: metric name, labels, value.

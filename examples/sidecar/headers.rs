@@ -78,11 +78,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
     };
     insert(headers, HeaderName::from_static("x-forwarded-for"), xff);
 
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let fwd = match ip {
+        IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
     };
-    let fwd = format!("for={node};proto={proto}");
     let fwd = match joined(headers, header::FORWARDED.as_str()) {
         Some(prev) => format!("{prev}, {fwd}"),
         None => fwd,
@@ -93,11 +92,13 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
 
 /// Appends this proxy to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
-    let via = match joined(headers, header::VIA.as_str()) {
-        Some(prev) => format!("{prev}, {VIA}"),
-        None => VIA.to_owned(),
-    };
-    insert(headers, header::VIA, via);
+    match joined(headers, header::VIA.as_str()) {
+        Some(prev) => insert(headers, header::VIA, format!("{prev}, {VIA}")),
+        // The usual case, on every request and response: no allocation.
+        None => {
+            headers.insert(header::VIA, HeaderValue::from_static(VIA));
+        }
+    }
 }
 
 /// Every value of a list header, joined with `, ` (a client may send the header more than once).

@@ -147,10 +147,13 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
-        let start = Instant::now();
-        let access = self
-            .access_log
-            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let access = self.access_log.then(|| {
+            (
+                Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+            )
+        });
         let next = self.route_request(req, client);
         if let Next::Local(res) = &next {
             self.refused.count(res.status());
@@ -173,7 +176,7 @@ impl Proxy {
                     (res, Some(upstream))
                 }
             };
-            if let Some((method, path)) = access {
+            if let Some((start, method, path)) = access {
                 tracing::info!(
                     target: "meshwork::access",
                     client = %client,
@@ -423,13 +426,13 @@ pub async fn serve(
                 let proxy = proxy.clone();
                 async move {
                     let res = proxy.handle(req, peer).await;
-                    // The request stays active until its response body is done.
+                    // The request stays active until its response body is done. Not boxed
+                    // again: the body is already a `ProxyBody`.
                     Ok::<_, Infallible>(res.map(|b| {
                         b.map_frame(move |f| {
                             let _keep = &active;
                             f
                         })
-                        .boxed()
                     }))
                 }
             });

@@ -116,16 +116,15 @@ pub struct Plan {
 
 /// Turns the library's `ConfigError` into a sidecar field error under `prefix`, renaming the
 /// library's field to the configuration's where they differ.
-fn field(prefix: String, rename: &[(&str, &str)]) -> impl FnOnce(ConfigError) -> FieldError {
-    let rename: Vec<(String, String)> = rename
-        .iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-        .collect();
+fn field(
+    prefix: String,
+    rename: &'static [(&'static str, &'static str)],
+) -> impl FnOnce(ConfigError) -> FieldError {
     move |e| {
         let name = rename
             .iter()
-            .find(|(lib, _)| lib == e.field())
-            .map_or(e.field(), |(_, ours)| ours.as_str());
+            .find(|(lib, _)| *lib == e.field())
+            .map_or(e.field(), |(_, ours)| ours);
         FieldError::new(format!("{prefix}.{name}"), e.reason())
     }
 }

@@ -4,6 +4,7 @@ use rand::{Rng, RngExt};
 
 use super::BackoffSeq;
 use crate::ConfigError;
+use crate::util::nanos;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -36,10 +37,6 @@ pub struct Backoff {
     base: Duration,
     max: Duration,
     factor: f64,
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Backoff {

@@ -121,8 +121,7 @@ impl<S, C> Shared<S, C> {
     }
 
     fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
-        // A panic while holding this lock cannot leave the list inconsistent.
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.waiters)
     }
 
     fn register_waiter(&self, waker: &Waker) {

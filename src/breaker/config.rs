@@ -3,6 +3,7 @@ use std::time::Duration;
 use super::window::MAX_BUCKETS;
 use crate::ConfigError;
 use crate::backoff::Backoff;
+use crate::error::non_zero;
 use crate::rng::SeedSource;
 use crate::telemetry::MetricLabels;
 
@@ -235,9 +236,7 @@ impl BreakerConfigBuilder {
                     "must be greater than 0 and at most 1",
                 ));
             }
-            if s.window.is_zero() {
-                return Err(ConfigError::new("window", "must be greater than zero"));
-            }
+            non_zero("window", s.window)?;
             if s.min_requests == 0 {
                 return Err(ConfigError::new(
                     "min_requests",
@@ -257,8 +256,8 @@ impl BreakerConfigBuilder {
                 ));
             }
         }
-        if c.slow_call.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("slow_call", "must be greater than zero"));
+        if let Some(d) = c.slow_call {
+            non_zero("slow_call", d)?;
         }
         if c.half_open_probes == 0 || c.half_open_probes > MAX_PROBES {
             return Err(ConfigError::new(

@@ -14,8 +14,7 @@ use crate::classify::{Classify, DefaultClassify};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Permit {
     None,
-    Normal,
-    Probe(u32),
+    Admitted(Role),
     Reject,
 }
 
@@ -116,7 +115,7 @@ impl<S: Clone, C: Clone> Clone for Breaker<S, C> {
 
 impl<S, C> Drop for Breaker<S, C> {
     fn drop(&mut self) {
-        if let Permit::Probe(epoch) = self.permit {
+        if let Permit::Admitted(Role::Probe(epoch)) = self.permit {
             self.local.shared.release_probe(epoch);
         }
     }
@@ -171,7 +170,7 @@ where
         match self.permit {
             Permit::None => {}
             Permit::Reject => return Poll::Ready(Ok(())),
-            Permit::Normal | Permit::Probe(_) => {
+            Permit::Admitted(_) => {
                 return self.inner.poll_ready(cx).map_err(Into::into);
             }
         }
@@ -182,7 +181,7 @@ where
             match state_of(w) {
                 CLOSED | FORCED_CLOSED => {
                     std::task::ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
-                    self.permit = Permit::Normal;
+                    self.permit = Permit::Admitted(Role::Normal);
                     return Poll::Ready(Ok(()));
                 }
                 HALF_OPEN => {
@@ -190,7 +189,7 @@ where
                     // connection is not ready.
                     std::task::ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
                     if let Some(epoch) = shared.try_reserve_probe() {
-                        self.permit = Permit::Probe(epoch);
+                        self.permit = Permit::Admitted(Role::Probe(epoch));
                         return Poll::Ready(Ok(()));
                     }
                     if state_of(shared.load()) != HALF_OPEN {
@@ -221,14 +220,9 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         match std::mem::replace(&mut self.permit, Permit::None) {
-            Permit::Normal => ResponseFuture::called(
-                self.inner.call(req),
-                Tracker::new(self.local.clone(), Role::Normal),
-            ),
-            Permit::Probe(epoch) => ResponseFuture::called(
-                self.inner.call(req),
-                Tracker::new(self.local.clone(), Role::Probe(epoch)),
-            ),
+            Permit::Admitted(role) => {
+                ResponseFuture::called(self.inner.call(req), Tracker::new(self.local.clone(), role))
+            }
             Permit::Reject => {
                 self.local.shared.rejected();
                 ResponseFuture::rejected()

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use super::window::Window;
 use crate::backoff::BackoffSeq;
 use crate::classify::Class;
 use crate::rng::SmallRng;
+use crate::util::{lock, nanos};
 
 /// The state of a circuit breaker, as seen by its [`BreakerHandle`](super::BreakerHandle).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -182,6 +183,13 @@ impl Metrics {
     }
 }
 
+/// The success-rate policy: its window and thresholds.
+struct RatePolicy {
+    window: Window,
+    min_rate: f64,
+    min_requests: u64,
+}
+
 /// The state shared by the clones of one breaker and its handles.
 pub(crate) struct Shared {
     word: AtomicU64,
@@ -191,8 +199,7 @@ pub(crate) struct Shared {
     /// The epoch of the last open period a probe timer was spawned for.
     timer_epoch: AtomicU32,
     base: Instant,
-    window: Option<Window>,
-    rate: Option<(f64, u64)>,
+    rate: Option<RatePolicy>,
     threshold: u32,
     probes: u64,
     pub(crate) slow_call: Option<Duration>,
@@ -211,12 +218,6 @@ impl fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the data inconsistent (each critical
-    // section is a handful of assignments), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     pub(crate) fn new(config: &BreakerConfig) -> Arc<Self> {
         let rng = config
@@ -230,12 +231,11 @@ impl Shared {
             probe_at: AtomicU64::new(0),
             timer_epoch: AtomicU32::new(0),
             base: Instant::now(),
-            window: config
-                .success_rate
-                .map(|s| Window::new(s.buckets, s.bucket_nanos())),
-            rate: config
-                .success_rate
-                .map(|s| (s.min_rate, u64::from(s.min_requests))),
+            rate: config.success_rate.map(|s| RatePolicy {
+                window: Window::new(s.buckets, s.bucket_nanos()),
+                min_rate: s.min_rate,
+                min_requests: u64::from(s.min_requests),
+            }),
             threshold: config.consecutive_failures.unwrap_or(u32::MAX),
             probes: u64::from(config.half_open_probes),
             slow_call: config.slow_call,
@@ -258,11 +258,11 @@ impl Shared {
     /// Whether the outcomes of closed-state calls need the clock.
     #[inline]
     pub(crate) fn needs_clock(&self) -> bool {
-        self.window.is_some()
+        self.rate.is_some()
     }
 
     fn nanos_since_base(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+        nanos(now.saturating_duration_since(self.base))
     }
 
     /// The state word after moving an open breaker whose backoff has elapsed to half-open.
@@ -359,9 +359,9 @@ impl Shared {
                 if self.consecutive.load(Ordering::Relaxed) != 0 {
                     self.consecutive.store(0, Ordering::Relaxed);
                 }
-                if let Some(w) = &self.window {
+                if let Some(r) = &self.rate {
                     let now = now.unwrap_or_else(Instant::now);
-                    w.record(self.nanos_since_base(now), true);
+                    r.window.record(self.nanos_since_base(now), true);
                 }
             }
             Class::Retryable | Class::NonRetryable => self.record_closed_failure(now),
@@ -375,8 +375,8 @@ impl Shared {
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         let now = now.map(|n| self.nanos_since_base(n));
-        if let (Some(w), Some(now)) = (&self.window, now) {
-            w.record(now, false);
+        if let (Some(r), Some(now)) = (&self.rate, now) {
+            r.window.record(now, false);
         }
         if state_of(self.load()) != CLOSED {
             return;
@@ -385,11 +385,10 @@ impl Shared {
             self.trip_from_closed(Reason::ConsecutiveFailures(n));
             return;
         }
-        if let (Some(w), Some((min_rate, min_requests)), Some(now)) = (&self.window, self.rate, now)
-        {
-            let (ok, failed) = w.counts(now);
+        if let (Some(r), Some(now)) = (&self.rate, now) {
+            let (ok, failed) = r.window.counts(now);
             let total = ok + failed;
-            if total >= min_requests && (ok as f64) < min_rate * total as f64 {
+            if total >= r.min_requests && (ok as f64) < r.min_rate * total as f64 {
                 self.trip_from_closed(Reason::SuccessRate { ok, total });
             }
         }
@@ -448,8 +447,7 @@ impl Shared {
         let now = Instant::now();
         // Store the end of the open period before the state: a reader that sees OPEN sees it.
         self.probe_at.store(
-            self.nanos_since_base(now)
-                .saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)),
+            self.nanos_since_base(now).saturating_add(nanos(delay)),
             Ordering::Release,
         );
         if !self.transition_locked(|s| s == from, OPEN, 0) {
@@ -481,8 +479,8 @@ impl Shared {
     fn reset_policies(&self, cold: &mut Cold) {
         cold.backoff.reset();
         self.consecutive.store(0, Ordering::Relaxed);
-        if let Some(w) = &self.window {
-            w.clear();
+        if let Some(r) = &self.rate {
+            r.window.clear();
         }
     }
 

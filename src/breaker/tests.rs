@@ -76,23 +76,40 @@ fn constant(d: Duration) -> Backoff {
     Backoff::constant(d).unwrap()
 }
 
+/// The builder most tests start from: one failure trips it, and it stays open for one second.
+fn trips_once() -> BreakerConfigBuilder {
+    BreakerConfig::builder()
+        .consecutive_failures(1)
+        .backoff(constant(SEC))
+}
+
+/// A current-thread runtime with paused time, for tests that install a recorder or subscriber first.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Polls `svc.ready()` once, which must be ready at once; `svc` keeps its reservation.
+fn ready_now(svc: &mut Breaker<Scripted, Classifier>) {
+    let mut ready = tokio_test::task::spawn(svc.ready());
+    assert_ready_ok!(ready.poll(), "expected the breaker to be ready");
+}
+
 /// Starts one call through `svc`, which must be ready at once; the response is not polled yet.
 fn start(
     svc: &mut Breaker<Scripted, Classifier>,
     o: Out,
 ) -> ResponseFuture<std::future::Ready<Result<Out, BoxError>>, Classifier> {
-    let mut ready = tokio_test::task::spawn(svc.ready());
-    assert_ready_ok!(ready.poll(), "expected the breaker to be ready");
-    drop(ready);
+    ready_now(svc);
     svc.call(o)
 }
 
 /// One call through `svc`, which must be ready at once.
 async fn call(svc: &mut Breaker<Scripted, Classifier>, o: Out) -> Result<Out, BoxError> {
-    let mut ready = tokio_test::task::spawn(svc.ready());
-    assert_ready_ok!(ready.poll(), "expected the breaker to be ready");
-    drop(ready);
-    svc.call(o).await
+    start(svc, o).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -168,10 +185,7 @@ async fn ignorable_outcomes_change_nothing() {
         assert_eq!(h.state(), State::Closed);
     }
     // A cancelled call is ignorable too.
-    let mut ready = tokio_test::task::spawn(svc.ready());
-    assert_ready_ok!(ready.poll());
-    drop(ready);
-    drop(svc.call(Out::Ok));
+    drop(start(&mut svc, Out::Ok));
     let _ = call(&mut svc, Out::Fail).await;
     assert_eq!(h.state(), State::Open);
 
@@ -236,19 +250,12 @@ async fn fail_fast_makes_no_inner_call_while_open() {
 
 #[tokio::test(start_paused = true)]
 async fn fail_fast_rejects_beyond_the_probes() {
-    let (mut svc, calls) = breaker(
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .backoff(constant(SEC))
-            .mode(Mode::FailFast),
-    );
+    let (mut svc, calls) = breaker(trips_once().mode(Mode::FailFast));
     let mut other = svc.clone();
     let _ = call(&mut svc, Out::Fail).await;
     tokio::time::advance(SEC).await;
     // `svc` takes the one probe and does not send it yet; `other` is refused.
-    let mut ready = tokio_test::task::spawn(svc.ready());
-    assert_ready_ok!(ready.poll());
-    drop(ready);
+    ready_now(&mut svc);
     assert!(call(&mut other, Out::Ok).await.unwrap_err().is::<Open>());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(svc.call(Out::Ok).await.unwrap(), Out::Ok);
@@ -257,11 +264,7 @@ async fn fail_fast_rejects_beyond_the_probes() {
 
 #[tokio::test(start_paused = true)]
 async fn gate_mode_wakes_the_waiting_task_by_timer() {
-    let (mut svc, calls) = breaker(
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .backoff(constant(SEC)),
-    );
+    let (mut svc, calls) = breaker(trips_once());
     let _ = call(&mut svc, Out::Fail).await;
     let mut waiting = svc.clone();
     let mut ready = tokio_test::task::spawn(waiting.ready());
@@ -295,11 +298,7 @@ async fn gate_mode_wakes_the_waiting_task_by_timer() {
 
 #[tokio::test(start_paused = true)]
 async fn poll_available_wakes_when_the_probe_is_due() {
-    let (mut svc, _) = breaker(
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .backoff(constant(SEC)),
-    );
+    let (mut svc, _) = breaker(trips_once());
     let _ = call(&mut svc, Out::Fail).await;
     let h = svc.handle();
     let mut avail = tokio_test::task::spawn(std::future::poll_fn(|cx| h.poll_available(cx)));
@@ -336,29 +335,20 @@ async fn a_failed_probe_reopens_for_longer() {
 
 #[tokio::test(start_paused = true)]
 async fn probes_given_back_when_unused() {
-    let (mut svc, _) = breaker(
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .backoff(constant(SEC)),
-    );
+    let (mut svc, _) = breaker(trips_once());
     let _ = call(&mut svc, Out::Fail).await;
     tokio::time::advance(SEC).await;
 
     // A clone that reserved the probe and is dropped gives it back.
     let mut a = svc.clone();
-    let mut ready = tokio_test::task::spawn(a.ready());
-    assert_ready_ok!(ready.poll());
-    drop(ready);
+    ready_now(&mut a);
     assert!(!svc.is_available());
     drop(a);
     assert!(svc.is_available());
 
     // A probe whose response future is dropped gives it back too.
     let mut b = svc.clone();
-    let mut ready = tokio_test::task::spawn(b.ready());
-    assert_ready_ok!(ready.poll());
-    drop(ready);
-    let fut = b.call(Out::Ok);
+    let fut = start(&mut b, Out::Ok);
     assert!(!svc.is_available());
     drop(fut);
     assert!(svc.is_available());
@@ -369,9 +359,7 @@ async fn probes_given_back_when_unused() {
     assert!(svc.is_available());
 
     // A clone of a reserving service starts without a reservation.
-    let mut ready = tokio_test::task::spawn(b.ready());
-    assert_ready_ok!(ready.poll());
-    drop(ready);
+    ready_now(&mut b);
     let mut c = b.clone();
     let mut ready = tokio_test::task::spawn(c.ready());
     assert_pending!(ready.poll());
@@ -379,13 +367,7 @@ async fn probes_given_back_when_unused() {
 
 #[tokio::test(start_paused = true)]
 async fn several_probes_must_all_succeed() {
-    let (mut svc, _) = breaker(
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .half_open_probes(3)
-            .backoff(constant(SEC))
-            .mode(Mode::FailFast),
-    );
+    let (mut svc, _) = breaker(trips_once().half_open_probes(3).mode(Mode::FailFast));
     let h = svc.handle();
     let _ = call(&mut svc, Out::Fail).await;
     tokio::time::advance(SEC).await;
@@ -454,16 +436,9 @@ fn metrics_are_emitted() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        paused_runtime().block_on(async {
             let (mut svc, _) = breaker(
-                BreakerConfig::builder()
-                    .consecutive_failures(1)
-                    .backoff(constant(SEC))
+                trips_once()
                     .mode(Mode::FailFast)
                     .labels(crate::telemetry::MetricLabels::new().with("upstream", "users")),
             );
@@ -511,11 +486,7 @@ fn metrics_are_emitted() {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_bounded_by_live_clones() {
-    let (mut svc, _) = breaker(
-        BreakerConfig::builder()
-            .consecutive_failures(1)
-            .backoff(constant(SEC)),
-    );
+    let (mut svc, _) = breaker(trips_once());
     let _ = call(&mut svc, Out::Fail).await;
     // A thousand requests, each with its own clone, wait and give up (an outer timeout, say).
     for _ in 0..1000 {
@@ -565,12 +536,7 @@ fn every_transition_is_traced_with_its_reason() {
         .with_max_level(tracing::Level::INFO)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        paused_runtime().block_on(async {
             let (mut svc, _) = breaker(
                 BreakerConfig::builder()
                     .consecutive_failures(2)

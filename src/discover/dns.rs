@@ -17,7 +17,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record};
 use tokio::time::Instant;
 
 use super::report::Reporter;
-use super::{Endpoint, Update};
+use super::{BoxDiscover, Endpoint, Update};
 use crate::backoff::{Backoff, BackoffSeq};
 use crate::rng::{SeedSource, SmallRng};
 use crate::telemetry::MetricLabels;
@@ -73,7 +73,7 @@ use crate::{BoxError, ConfigError};
 /// # Ok(()) }
 /// ```
 pub struct Dns {
-    inner: Pin<Box<dyn Stream<Item = Result<Update, BoxError>> + Send>>,
+    inner: BoxDiscover,
 }
 
 impl Dns {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::report::Reporter;
-use super::{Endpoint, Update};
+use super::{BoxDiscover, Endpoint, Update};
 use crate::telemetry::MetricLabels;
 use crate::{BoxError, ConfigError};
 
@@ -85,7 +85,7 @@ const MAX_FILE_LEN: usize = 16 * 1024 * 1024;
 /// # Ok(()) }
 /// ```
 pub struct WatchFile {
-    inner: Pin<Box<dyn Stream<Item = Result<Update, BoxError>> + Send>>,
+    inner: BoxDiscover,
 }
 
 impl WatchFile {

@@ -88,33 +88,38 @@ fn apply<M, S>(
         Update::Reset(list) => {
             let next: HashMap<SocketAddr, Endpoint> =
                 list.into_iter().map(|e| (e.addr(), e)).collect();
-            let gone: Vec<SocketAddr> = current
-                .keys()
-                .filter(|a| !next.contains_key(a))
-                .copied()
-                .collect();
-            for addr in gone {
-                current.remove(&addr);
-                pending.push_back(Change::Remove(addr));
-            }
-            for (addr, ep) in next {
-                if current.get(&addr) != Some(&ep) {
-                    pending.push_back(Change::Insert(addr, make(&ep)));
-                    current.insert(addr, ep);
+            current.retain(|addr, _| {
+                let kept = next.contains_key(addr);
+                if !kept {
+                    pending.push_back(Change::Remove(*addr));
                 }
+                kept
+            });
+            for ep in next.into_values() {
+                insert(ep, current, pending, make);
             }
         }
-        Update::Insert(ep) => {
-            if current.get(&ep.addr()) != Some(&ep) {
-                pending.push_back(Change::Insert(ep.addr(), make(&ep)));
-                current.insert(ep.addr(), ep);
-            }
-        }
+        Update::Insert(ep) => insert(ep, current, pending, make),
         Update::Remove(addr) => {
             if current.remove(&addr).is_some() {
                 pending.push_back(Change::Remove(addr));
             }
         }
+    }
+}
+
+/// Adds `ep`, or replaces the endpoint at its address, unless it is already there unchanged.
+fn insert<M, S>(
+    ep: Endpoint,
+    current: &mut HashMap<SocketAddr, Endpoint>,
+    pending: &mut VecDeque<Change<SocketAddr, S>>,
+    make: &mut M,
+) where
+    M: FnMut(&Endpoint) -> S,
+{
+    if current.get(&ep.addr()) != Some(&ep) {
+        pending.push_back(Change::Insert(ep.addr(), make(&ep)));
+        current.insert(ep.addr(), ep);
     }
 }
 

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use tokio::sync::watch;
 
 use super::report::Reporter;
-use super::{Endpoint, Update};
+use super::{BoxDiscover, Endpoint, Update};
 use crate::BoxError;
 use crate::telemetry::MetricLabels;
 
@@ -215,7 +215,7 @@ impl Subscriber {
 
 /// The stream side of a [`Manual`] handle: a discovery source of coalesced [`Update::Reset`]s.
 pub struct ManualDiscover {
-    inner: Pin<Box<dyn Stream<Item = Result<Update, BoxError>> + Send>>,
+    inner: BoxDiscover,
 }
 
 impl Stream for ManualDiscover {

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::BoxError;
 use crate::retry::NotReplayable;
+use crate::util::lock;
 
 /// The default replay limit: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -70,7 +71,6 @@ struct State<B> {
     /// The original body; `None` once it has ended.
     rest: Option<B>,
     trailers: Option<HeaderMap>,
-    too_large: bool,
 }
 
 /// The body was polled while another copy was still reading it.
@@ -84,10 +84,6 @@ impl fmt::Display for InUse {
 }
 
 impl std::error::Error for InUse {}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, keeping up to [`DEFAULT_REPLAY_LIMIT`] bytes.
@@ -104,41 +100,39 @@ impl<B: Body> ReplayBody<B> {
             kept_len: 0,
             rest: Some(body),
             trailers: None,
-            too_large: false,
         };
+        Self::reader(Arc::new(Shared {
+            state: Mutex::new(Some(state)),
+            limit,
+            too_large: AtomicBool::new(false),
+            hint,
+            empty,
+        }))
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// A copy that reads `shared` from the start.
+    fn reader(shared: Arc<Shared<B>>) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                state: Mutex::new(Some(state)),
-                limit,
-                too_large: AtomicBool::new(false),
-                hint,
-                empty,
-            }),
+            shared,
             state: None,
             replayed: 0,
             trailers_sent: false,
             done: false,
         }
     }
-}
 
-impl<B> ReplayBody<B> {
     /// A copy of the body for another try, replaying it from the start.
     pub fn try_replay(&self) -> Result<Self, NotReplayable> {
-        if self.shared.too_large.load(Ordering::Acquire) {
+        if self.is_too_large() {
             return Err(NotReplayable::BodyTooLarge);
         }
         // A copy reading the body holds its state; one that finished or was dropped gave it back.
         if self.state.is_some() || lock(&self.shared.state).is_none() {
             return Err(NotReplayable::BodyInUse);
         }
-        Ok(Self {
-            shared: Arc::clone(&self.shared),
-            state: None,
-            replayed: 0,
-            trailers_sent: false,
-            done: false,
-        })
+        Ok(Self::reader(Arc::clone(&self.shared)))
     }
 
     /// `true` once the body has grown past the limit: it will not be replayed.
@@ -212,9 +206,9 @@ where
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(mut data) => {
                             let chunk = data.copy_to_bytes(data.remaining());
-                            if !state.too_large {
+                            // Only the reader holding the state sets the flag.
+                            if !this.shared.too_large.load(Ordering::Relaxed) {
                                 if state.kept_len + chunk.len() > limit {
-                                    state.too_large = true;
                                     state.kept = Vec::new();
                                     state.kept_len = 0;
                                     this.shared.too_large.store(true, Ordering::Release);

@@ -191,14 +191,9 @@ const fn unpack(word: u64) -> (u32, u32) {
 
 /// Adds one to the slot for `slice`, starting a new count if the slot holds an older slice.
 fn bump(slot: &AtomicU64, slice: u32) {
-    let mut cur = slot.load(Ordering::Relaxed);
-    loop {
-        let next = bumped(cur, slice);
-        match slot.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => cur = actual,
-        }
-    }
+    let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |cur| {
+        Some(bumped(cur, slice))
+    });
 }
 
 const fn bumped(word: u64, slice: u32) -> u64 {

@@ -113,24 +113,19 @@ impl RetryPolicy<crate::classify::HttpClassify, crate::http::HttpReplay> {
 impl<C, R> RetryPolicy<C, R> {
     /// Sets the classifier: only [`Class::Retryable`] outcomes are retried.
     pub fn classify<C2>(self, classify: C2) -> RetryPolicy<C2, R> {
-        RetryPolicy {
-            classify,
-            replay: self.replay,
-            max_retries: self.max_retries,
-            max_requeues: self.max_requeues,
-            backoff: self.backoff,
-            retry_after_cap: self.retry_after_cap,
-            min_try_time: self.min_try_time,
-            budget: self.budget,
-            seeds: self.seeds,
-            labels: self.labels,
-        }
+        self.map_parts(|_, replay| (classify, replay))
     }
 
     /// Sets how requests are copied, and what the layer knows of their deadline and idempotency.
     pub fn replay<R2>(self, replay: R2) -> RetryPolicy<C, R2> {
+        self.map_parts(|classify, _| (classify, replay))
+    }
+
+    /// The same policy with its classifier and replay (its type parameters) changed by `f`.
+    fn map_parts<C2, R2>(self, f: impl FnOnce(C, R) -> (C2, R2)) -> RetryPolicy<C2, R2> {
+        let (classify, replay) = f(self.classify, self.replay);
         RetryPolicy {
-            classify: self.classify,
+            classify,
             replay,
             max_retries: self.max_retries,
             max_requeues: self.max_requeues,
@@ -172,13 +167,7 @@ impl<C, R> RetryPolicy<C, R> {
     /// The longest wait a server's `Retry-After` can impose (default 10 s): the layer waits
     /// `max(backoff, min(retry_after, cap))`. Zero is rejected.
     pub fn retry_after_cap(mut self, cap: Duration) -> Result<Self, ConfigError> {
-        if cap.is_zero() {
-            return Err(ConfigError::new(
-                "retry_after_cap",
-                "must be greater than zero",
-            ));
-        }
-        self.retry_after_cap = cap;
+        self.retry_after_cap = crate::error::non_zero("retry_after_cap", cap)?;
         Ok(self)
     }
 

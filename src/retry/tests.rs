@@ -37,9 +37,12 @@ where
     R: Replay<Req> + Send + Sync + 'static,
 {
     let (svc, handle) = mock::pair::<Req, &'static str>();
-    let mut svc = tower::Layer::layer(&layer, svc);
-    let join = tokio::spawn(async move { svc.ready().await?.call(req).await });
-    (join, handle)
+    (spawn_on(tower::Layer::layer(&layer, svc), req), handle)
+}
+
+/// Fails the next try `handle` receives with `err`.
+async fn fail<Req>(handle: &mut Handle<Req>, err: impl Into<BoxError>) {
+    handle.next_request().await.unwrap().1.send_error(err);
 }
 
 fn spawn_on<S, Req>(mut svc: S, req: Req) -> tokio::task::JoinHandle<Result<S::Response, S::Error>>
@@ -89,7 +92,7 @@ async fn only_retryable_failures_are_retried() {
     for msg in ["bad request", "cancelled"] {
         let layer = RetryLayer::new(policy().classify(classify));
         let (join, mut handle) = spawn_call(layer, "req");
-        handle.next_request().await.unwrap().1.send_error(msg);
+        fail(&mut handle, msg).await;
         assert_eq!(join.await.unwrap().unwrap_err().to_string(), msg);
         assert!(handle.next_request().await.is_none());
     }
@@ -210,26 +213,27 @@ async fn min_try_time_is_left_for_the_try() {
     };
     let policy = policy().min_try_time(MS * 10).replay(CloneWithDeadline);
     let (join, mut handle) = spawn_call(RetryLayer::new(policy), req);
-    handle.next_request().await.unwrap().1.send_error("only");
+    fail(&mut handle, "only").await;
     // 100 ms backoff + 10 ms for the try > 105 ms.
     assert_eq!(join.await.unwrap().unwrap_err().to_string(), "only");
 }
 
+/// A budget with no share of requests: only `per_sec` retries a second over `ttl`.
+fn reserve_only(per_sec: u32, ttl: Duration) -> RetryBudget {
+    RetryBudget::builder()
+        .retry_ratio(0.0)
+        .min_retries_per_sec(per_sec)
+        .ttl(ttl)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_returns_the_original_failure_and_counts() {
-    let budget = RetryBudget::builder()
-        .retry_ratio(0.0)
-        .min_retries_per_sec(0)
-        .build()
-        .unwrap();
+    let budget = reserve_only(0, Duration::from_secs(10));
     let layer = RetryLayer::new(policy().budget(budget.clone()));
     let (join, mut handle) = spawn_call(layer, "req");
-    handle
-        .next_request()
-        .await
-        .unwrap()
-        .1
-        .send_error("original");
+    fail(&mut handle, "original").await;
     assert_eq!(join.await.unwrap().unwrap_err().to_string(), "original");
     assert_eq!(budget.exhausted_count(), 1);
     assert!(handle.next_request().await.is_none());
@@ -238,19 +242,14 @@ async fn an_empty_budget_returns_the_original_failure_and_counts() {
 #[tokio::test(start_paused = true)]
 async fn the_budget_is_shared_by_clones_and_layers() {
     // One retry for everyone: 0% of requests, 1 per second over 1 s.
-    let budget = RetryBudget::builder()
-        .retry_ratio(0.0)
-        .min_retries_per_sec(1)
-        .ttl(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let budget = reserve_only(1, Duration::from_secs(1));
     let a = RetryLayer::new(policy().budget(budget.clone()));
     let b = RetryLayer::new(policy().budget(budget.clone()));
     let (join_a, mut handle_a) = spawn_call(a, "a");
-    handle_a.next_request().await.unwrap().1.send_error("a1");
-    handle_a.next_request().await.unwrap().1.send_error("a2");
+    fail(&mut handle_a, "a1").await;
+    fail(&mut handle_a, "a2").await;
     let (join_b, mut handle_b) = spawn_call(b, "b");
-    handle_b.next_request().await.unwrap().1.send_error("b1");
+    fail(&mut handle_b, "b1").await;
     assert_eq!(join_b.await.unwrap().unwrap_err().to_string(), "b1");
     // The withdrawal expired: a's second failure was already returned (no budget then).
     assert_eq!(join_a.await.unwrap().unwrap_err().to_string(), "a2");
@@ -273,22 +272,20 @@ impl Replay<&'static str> for NotIdempotent {
 async fn non_idempotent_requests_are_only_requeued() {
     let layer = RetryLayer::new(policy().replay(NotIdempotent));
     let (join, mut handle) = spawn_call(layer.clone(), "pay");
-    handle
-        .next_request()
-        .await
-        .unwrap()
-        .1
-        .send_error(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+    fail(
+        &mut handle,
+        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    )
+    .await;
     handle.next_request().await.unwrap().1.send_response("paid");
     assert_eq!(join.await.unwrap().unwrap(), "paid");
 
     let (join, mut handle) = spawn_call(layer, "pay");
-    handle
-        .next_request()
-        .await
-        .unwrap()
-        .1
-        .send_error(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    fail(
+        &mut handle,
+        std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+    )
+    .await;
     let err = join.await.unwrap().unwrap_err();
     assert!(err.downcast_ref::<std::io::Error>().is_some());
     assert!(handle.next_request().await.is_none());
@@ -299,12 +296,11 @@ async fn requeues_have_their_own_limit() {
     let layer = RetryLayer::new(policy().max_retries(0).max_requeues(3));
     let (join, mut handle) = spawn_call(layer, "req");
     for _ in 0..4 {
-        handle
-            .next_request()
-            .await
-            .unwrap()
-            .1
-            .send_error(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        fail(
+            &mut handle,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        )
+        .await;
     }
     assert!(join.await.unwrap().is_err());
     assert!(handle.next_request().await.is_none());
@@ -327,7 +323,7 @@ async fn a_clone_function_replays_non_clone_requests() {
     // A clone function that declines: one try only.
     let layer = RetryLayer::new(policy().clone_with(|_: &Job| None));
     let (join, mut handle) = spawn_call(layer, Job(8));
-    handle.next_request().await.unwrap().1.send_error("once");
+    fail(&mut handle, "once").await;
     assert_eq!(join.await.unwrap().unwrap_err().to_string(), "once");
 }
 
@@ -337,12 +333,7 @@ async fn a_retry_waits_for_the_clone_to_be_ready() {
     let svc = tower::Layer::layer(&RetryLayer::new(policy()), svc);
     handle.allow(1);
     let join = spawn_on(svc, "req");
-    handle
-        .next_request()
-        .await
-        .unwrap()
-        .1
-        .send_error("unavailable");
+    fail(&mut handle, "unavailable").await;
     // The retry is due after 100 ms, but the service is not ready until 1 s.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start = Instant::now();
@@ -360,12 +351,7 @@ async fn metrics_count_retries_requeues_and_exhaustion() {
 
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let budget = RetryBudget::builder()
-        .retry_ratio(0.0)
-        .min_retries_per_sec(2)
-        .ttl(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let budget = reserve_only(2, Duration::from_secs(1));
     let layer = metrics::with_local_recorder(&recorder, || {
         RetryLayer::new(
             policy()
@@ -375,19 +361,9 @@ async fn metrics_count_retries_requeues_and_exhaustion() {
     });
     let (join, mut handle) = spawn_call(layer, "req");
     let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-    handle.next_request().await.unwrap().1.send_error(refused());
-    handle
-        .next_request()
-        .await
-        .unwrap()
-        .1
-        .send_error("unavailable");
-    handle
-        .next_request()
-        .await
-        .unwrap()
-        .1
-        .send_error("unavailable");
+    fail(&mut handle, refused()).await;
+    fail(&mut handle, "unavailable").await;
+    fail(&mut handle, "unavailable").await;
     assert!(join.await.unwrap().is_err());
 
     let counters: std::collections::HashMap<String, u64> = snapshotter

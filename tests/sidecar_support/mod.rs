@@ -317,13 +317,16 @@ async fn backend_handle(
     Ok(res)
 }
 
+/// The HTTP client of the tests.
+pub type TestClient = Client<HttpConnector, TestBody>;
+
 /// An HTTP/1.1 client.
-pub fn client() -> Client<HttpConnector, TestBody> {
+pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
 /// An HTTP/2 prior-knowledge client.
-pub fn h2_client() -> Client<HttpConnector, TestBody> {
+pub fn h2_client() -> TestClient {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(HttpConnector::new())
@@ -340,7 +343,12 @@ pub async fn get(url: &str) -> (StatusCode, Bytes) {
         .await
         .expect("request");
     let status = res.status();
-    (status, res.into_body().collect().await.unwrap().to_bytes())
+    (status, body_bytes(res).await)
+}
+
+/// The whole body of `res`.
+pub async fn body_bytes(res: Response<Incoming>) -> Bytes {
+    res.into_body().collect().await.unwrap().to_bytes()
 }
 
 /// Writes `raw` on a fresh connection and reads until the server closes it (10 s at most).

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::state::KeySet;
 use super::{WatchClosed, value};
 use crate::backoff::{Backoff, BackoffSeq};
-use crate::discover::Update;
+use crate::discover::{BoxDiscover, Update};
 use crate::rng::{SeedSource, SmallRng};
 use crate::telemetry::MetricLabels;
 use crate::timeout::Elapsed;
@@ -48,7 +48,7 @@ type Item = Result<Update, BoxError>;
 /// # Ok(()) }
 /// ```
 pub struct EtcdDiscover {
-    inner: Pin<Box<dyn Stream<Item = Item> + Send>>,
+    inner: BoxDiscover,
     prefix: String,
 }
 
@@ -271,7 +271,7 @@ impl Driver {
             if let Some(item) = self.pending.pop_front() {
                 return item;
             }
-            if self.watch.is_none() {
+            let Some(watch) = self.watch.as_mut() else {
                 if let Some(from) = self.watch_from.take() {
                     if let Err(e) = self.start_watch(from).await {
                         return self.fail(e);
@@ -287,9 +287,6 @@ impl Driver {
                     Ok(update) => Ok(update),
                     Err(e) => self.fail(e),
                 };
-            }
-            let Some(watch) = self.watch.as_mut() else {
-                continue;
             };
             match watch.message().await {
                 Ok(Some(resp)) => {
