@@ -63,3 +63,53 @@ pub(crate) const fn non_zero(
         Ok(value)
     }
 }
+
+/// Walks `err`'s [source chain](std::error::Error::source) (starting with `err` itself) and returns
+/// the first error of type `T`.
+///
+/// meshwork's layers wrap and box errors, so the error a caller sees is often not the one that
+/// happened: a [`NoEndpoints`](crate::balance::NoEndpoints) may arrive inside a retry error, an
+/// [`Elapsed`](crate::timeout::Elapsed) inside a hyper error.
+///
+/// ```
+/// use meshwork::{find_cause, is_caused_by, BoxError};
+/// use meshwork::timeout::Elapsed;
+///
+/// #[derive(Debug)]
+/// struct Wrapper(BoxError);
+/// impl std::fmt::Display for Wrapper {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("request failed")
+///     }
+/// }
+/// impl std::error::Error for Wrapper {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&*self.0)
+///     }
+/// }
+///
+/// let err: BoxError = Box::new(Wrapper(Box::new(Elapsed::new())));
+/// assert!(is_caused_by::<Elapsed>(&*err));
+/// assert!(find_cause::<Elapsed>(&*err).is_some());
+/// assert!(!is_caused_by::<std::io::Error>(&*err));
+/// ```
+pub fn find_cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// `true` when an error of type `T` is in `err`'s source chain (`err` included): see
+/// [`find_cause`].
+pub fn is_caused_by<T: std::error::Error + 'static>(
+    err: &(dyn std::error::Error + 'static),
+) -> bool {
+    find_cause::<T>(err).is_some()
+}

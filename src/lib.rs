@@ -78,4 +78,4 @@ pub mod telemetry;
 pub mod timeout;
 mod util;
 
-pub use crate::error::{BoxError, ConfigError};
+pub use crate::error::{BoxError, ConfigError, find_cause, is_caused_by};

@@ -72,6 +72,7 @@ pub struct Classification {
     class: Class,
     retry_after: Option<Duration>,
     unsent: bool,
+    nack: bool,
 }
 
 impl Classification {
@@ -81,6 +82,7 @@ impl Classification {
             class,
             retry_after: None,
             unsent: false,
+            nack: false,
         }
     }
 
@@ -102,6 +104,28 @@ impl Classification {
     /// An outcome that counts neither as success nor as failure.
     pub const fn ignorable() -> Self {
         Self::new(Class::Ignorable)
+    }
+
+    /// A *nack*: the request was refused before any work was done (a server's concurrency limit,
+    /// admission control, a full queue) and is safe to send elsewhere.
+    ///
+    /// A nack is not the endpoint's failure: its class is [`Class::Ignorable`] (the breaker does not
+    /// count it; the load metric records it as load, not as a failure), and it is
+    /// [unsent](Self::is_unsent), so the retry layer may requeue it to another endpoint, even a
+    /// non-idempotent request, within the retry budget.
+    ///
+    /// ```
+    /// use meshwork::classify::{Class, Classification};
+    ///
+    /// let c = Classification::nack();
+    /// assert_eq!(c.class(), Class::Ignorable);
+    /// assert!(c.is_nack() && c.is_unsent());
+    /// ```
+    pub const fn nack() -> Self {
+        let mut c = Self::new(Class::Ignorable);
+        c.unsent = true;
+        c.nack = true;
+        c
     }
 
     /// Adds the server's `Retry-After` hint.
@@ -130,6 +154,11 @@ impl Classification {
     /// `true` when the failure proves the request never reached the server.
     pub const fn is_unsent(&self) -> bool {
         self.unsent
+    }
+
+    /// `true` for a [nack](Self::nack): refused before any work, safe to send elsewhere.
+    pub const fn is_nack(&self) -> bool {
+        self.nack
     }
 }
 
