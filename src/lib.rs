@@ -74,6 +74,7 @@ mod error;
 pub mod http;
 pub mod retry;
 pub mod rng;
+mod sync;
 pub mod telemetry;
 pub mod timeout;
 mod util;

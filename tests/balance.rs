@@ -319,8 +319,9 @@ async fn update_of_10_000_endpoints_while_requests_flow_loses_none() {
 // Removal, availability, waiting.
 
 #[tokio::test(start_paused = true)]
-async fn reservation_on_removed_endpoint_goes_there_not_elsewhere() {
-    // tower #856: a stale ready index after a removal routed to a different endpoint.
+async fn reservation_on_removed_endpoint_goes_neither_there_nor_elsewhere() {
+    // tower #856: a stale ready index after a removal routed to a different endpoint. And a
+    // removed endpoint gets nothing new (issue 12, defect 5): the reserved call fails as unsent.
     let fleet = Fleet::default();
     let (tx, mut bal) = balancer(&fleet, 6);
     tx.send(Ok(Update::Reset(eps(0..1)))).unwrap();
@@ -331,7 +332,14 @@ async fn reservation_on_removed_endpoint_goes_there_not_elsewhere() {
     tx.send(Ok(Update::Remove(addr(0)))).unwrap();
     until(|| bal.len() == 1 && fleet.0.lock().unwrap().contains_key(&addr(1))).await;
 
-    assert_eq!(bal.call(()).await.unwrap(), addr(0));
+    let err = bal.call(()).await.unwrap_err();
+    assert!(err.is::<meshwork::balance::EndpointRemoved>(), "{err}");
+    assert!(meshwork::classify::classify_error(&*err).is_unsent());
+    assert_eq!(
+        hits(&fleet, 0..1),
+        vec![0],
+        "the removed endpoint got a request"
+    );
     // New requests never go to the removed endpoint.
     for _ in 0..50 {
         assert_eq!(one(&mut bal).await.unwrap(), addr(1));
@@ -552,7 +560,9 @@ async fn discovery_task_ends_with_the_last_clone() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn unchanged_endpoint_keeps_its_service_and_changed_one_is_rebuilt() {
+async fn regression_12_13_a_metadata_change_keeps_the_endpoint_service() {
+    // An identical endpoint is left alone, and a weight change swaps the weight but keeps the
+    // service (its breaker state, its connections): nothing is rebuilt after the first three.
     let built = Arc::new(AtomicU64::new(0));
     let (tx, stream) = source();
     let counter = built.clone();
@@ -574,8 +584,10 @@ async fn unchanged_endpoint_keeps_its_service_and_changed_one_is_rebuilt() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(built.load(Ordering::SeqCst), 4);
+    assert_eq!(built.load(Ordering::SeqCst), 3);
     assert_eq!(bal.len(), 3);
+    let weights: Vec<u32> = bal.endpoints().iter().map(|e| e.weight).collect();
+    assert!(weights.contains(&2), "{weights:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

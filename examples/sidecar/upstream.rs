@@ -136,7 +136,9 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     let labels = MetricLabels::new().with("upstream", name.to_owned());
 
     let t = &config.timeouts;
+    // Per-endpoint breaker series: `/metrics` shows each endpoint's breaker state.
     let mut stack = ClientBuilder::new()
+        .endpoint_labels(true)
         .total_timeout(t.total.0)
         .map_err(field(
             format!("{p}.timeouts"),

@@ -159,7 +159,7 @@ impl<C> Builder<C> {
         D: Stream<Item = Result<Update, E>> + Send + 'static,
         E: Into<BoxError>,
         M: FnMut(&Endpoint) -> S + Send + 'static,
-        S: Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
         C: Send + Sync + 'static,
     {
         let (shared, closed, load) = self.shared();
@@ -190,7 +190,7 @@ impl<C> Builder<C> {
             load,
             discover,
             |set, change| match change {
-                Change::Insert(key, service) => set.upsert(key, None, 1, || service),
+                Change::Insert(key, service) => set.upsert(key, None, 1, |_| service),
                 Change::Remove(key) => set.remove(&key),
             },
         );
@@ -209,7 +209,7 @@ impl<S> Balance<S> {
         D: Stream<Item = Result<Update, E>> + Send + 'static,
         E: Into<BoxError>,
         M: FnMut(&Endpoint) -> S + Send + 'static,
-        S: Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
     {
         Builder::new().build(discover, make)
     }

@@ -38,3 +38,34 @@ impl crate::classify::AsErrorRef for NoEndpoints {
         self
     }
 }
+
+/// The endpoint reserved by `poll_ready` was removed by discovery before `call`: the request was
+/// not sent to it (a removed endpoint gets nothing new) and failed at once.
+///
+/// The [classifier](crate::classify) counts it as a retryable failure that proves the request was
+/// never sent, so the retry layer requeues it to another endpoint, whatever its method.
+///
+/// ```
+/// use meshwork::balance::EndpointRemoved;
+/// use meshwork::classify::classify_error;
+///
+/// let c = classify_error(&EndpointRemoved::new());
+/// assert!(c.is_unsent());
+/// ```
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointRemoved(());
+
+impl EndpointRemoved {
+    /// Creates the error.
+    pub const fn new() -> Self {
+        EndpointRemoved(())
+    }
+}
+
+impl fmt::Display for EndpointRemoved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the reserved endpoint was removed before the call")
+    }
+}
+
+impl std::error::Error for EndpointRemoved {}

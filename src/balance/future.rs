@@ -6,8 +6,8 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::NoEndpoints;
 use super::load::EndpointLoad;
+use super::{EndpointRemoved, NoEndpoints};
 use crate::BoxError;
 use crate::classify::{Class, Classify};
 
@@ -110,6 +110,7 @@ pin_project! {
     enum State<F, C> {
         Sent { #[pin] fut: MeasureFuture<F, C> },
         NoEndpoints,
+        Removed,
     }
 }
 
@@ -123,6 +124,12 @@ impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn no_endpoints() -> Self {
         Self {
             state: State::NoEndpoints,
+        }
+    }
+
+    pub(crate) fn removed() -> Self {
+        Self {
+            state: State::Removed,
         }
     }
 }
@@ -139,6 +146,7 @@ where
         match self.project().state.project() {
             StateProj::Sent { fut } => fut.poll(cx).map_err(Into::into),
             StateProj::NoEndpoints => Poll::Ready(Err(NoEndpoints::new().into())),
+            StateProj::Removed => Poll::Ready(Err(EndpointRemoved::new().into())),
         }
     }
 }

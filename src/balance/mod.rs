@@ -108,10 +108,11 @@ pub mod load;
 mod measure;
 mod service;
 mod snapshot;
+mod watch;
 mod worker;
 
 pub use self::builder::Builder;
-pub use self::error::NoEndpoints;
+pub use self::error::{EndpointRemoved, NoEndpoints};
 pub use self::future::{MeasureFuture, ResponseFuture};
 pub use self::measure::{Measure, MeasureLayer};
 pub use self::service::{Balance, EndpointStatus};

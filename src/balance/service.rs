@@ -1,21 +1,23 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use pin_project_lite::pin_project;
 use rand::RngExt;
 use rand::rngs::SmallRng;
-use tokio::sync::oneshot;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::future::{MeasureFuture, ResponseFuture, Tracker};
 use super::load::EndpointLoad;
-use super::snapshot::Snapshot;
+use super::snapshot::{Slot, Snapshot};
 use crate::BoxError;
 use crate::available::Available;
 use crate::classify::{Classify, DefaultClassify};
@@ -28,21 +30,20 @@ use crate::rng::SeedSource;
 const TIE: f64 = 1.1;
 /// Pairs drawn before falling back to a scan for any available endpoint.
 const PAIR_ATTEMPTS: usize = 3;
-/// Endpoints picked (and polled for readiness) in one `poll_ready` before waiting.
+/// Endpoints picked (and polled for readiness) in one `poll_ready` before waiting; also the most
+/// available-but-not-ready endpoints a clone remembers (and is woken by).
 const PICK_ATTEMPTS: usize = 4;
-/// Unavailable endpoints asked to wake a waiting caller, and slots scanned to find them.
-const WATCH: usize = 8;
-const WATCH_SCAN: usize = 64;
-/// Waiting tasks remembered for "the endpoint set changed"; beyond it all are woken and forgotten
-/// (a spurious wake-up is harmless: the task registers again).
-const MAX_WAITERS: usize = 1024;
+/// Rounds of "look, then register" in one `poll_ready`: a round ends early only when something
+/// changed while registering, so this bounds the work of one poll, never a wait.
+const WAIT_ROUNDS: usize = 4;
 
 /// State shared by every clone of a [`Balance`] and its discovery task.
 pub(crate) struct Shared<S, C> {
     pub(crate) snapshot: ArcSwap<Snapshot<S>>,
     /// Whether the discovery source has said anything yet (an empty set is then known empty).
     pub(crate) discovered: AtomicBool,
-    waiters: Mutex<Vec<Waker>>,
+    /// Clones waiting for an endpoint: see [`watch`](super::watch).
+    pub(crate) waiters: Arc<Notify>,
     max_wait: Duration,
     classify: C,
     seeds: SeedSource,
@@ -92,7 +93,7 @@ impl<S, C> Shared<S, C> {
         let shared = Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             discovered: AtomicBool::new(false),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Arc::new(Notify::new()),
             max_wait: config.max_wait,
             classify: config.classify,
             seeds: config.seeds,
@@ -104,37 +105,18 @@ impl<S, C> Shared<S, C> {
         (shared, closed)
     }
 
-    /// A new endpoint set of `len` endpoints was published: wake every waiting caller.
+    /// A new endpoint set of `len` endpoints was published: hand the baton to a waiting clone
+    /// (which passes it on if the new set serves it).
     pub(crate) fn published(&self, len: usize) {
         #[cfg(feature = "metrics")]
         self.metrics.endpoints.set(len as f64);
         let _ = len;
-        let waiters = std::mem::take(&mut *self.lock_waiters());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.notify_one();
     }
 
     pub(crate) fn discovery_error(&self) {
         #[cfg(feature = "metrics")]
         self.metrics.discovery_errors.increment(1);
-    }
-
-    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
-        crate::util::lock(&self.waiters)
-    }
-
-    fn register_waiter(&self, waker: &Waker) {
-        let mut waiters = self.lock_waiters();
-        if waiters.iter().any(|w| w.will_wake(waker)) {
-            return;
-        }
-        if waiters.len() >= MAX_WAITERS {
-            for w in waiters.drain(..) {
-                w.wake();
-            }
-        }
-        waiters.push(waker.clone());
     }
 }
 
@@ -142,10 +124,27 @@ impl<S, C> Shared<S, C> {
 enum Reservation<S> {
     Endpoint {
         service: S,
-        load: Arc<EndpointLoad>,
+        slot: Arc<Slot<S>>,
         start: Option<Instant>,
     },
     NoEndpoints,
+}
+
+/// An endpoint that said it was available but whose `poll_ready` was `Pending`: it has this
+/// clone's waker and is polled again first.
+struct PendingEndpoint<S> {
+    slot: Arc<Slot<S>>,
+    service: S,
+}
+
+pin_project! {
+    /// A clone's wait for an endpoint: bounded by `max_wait`, ended early by the baton.
+    struct Wait {
+        #[pin]
+        sleep: Sleep,
+        #[pin]
+        baton: OwnedNotified,
+    }
 }
 
 /// One endpoint of a [`Balance`], as [`Balance::endpoints`] reports it.
@@ -195,10 +194,10 @@ pub struct Balance<S, C = DefaultClassify> {
     /// the shared seed source.
     rng: Option<SmallRng>,
     reserved: Option<Reservation<S>>,
-    /// An endpoint picked earlier whose `poll_ready` was `Pending`: polled again first.
-    pending: Option<(Arc<EndpointLoad>, S)>,
-    /// The bound on the current wait for an endpoint (boxed only once a wait begins).
-    wait: Option<Pin<Box<Sleep>>>,
+    /// Endpoints picked earlier whose `poll_ready` was `Pending` (at most [`PICK_ATTEMPTS`]).
+    pending: Vec<PendingEndpoint<S>>,
+    /// The current wait for an endpoint (boxed only once a wait begins).
+    wait: Option<Pin<Box<Wait>>>,
 }
 
 impl<S, C> Balance<S, C> {
@@ -207,7 +206,7 @@ impl<S, C> Balance<S, C> {
             shared,
             rng: None,
             reserved: None,
-            pending: None,
+            pending: Vec::new(),
             wait: None,
         }
     }
@@ -250,19 +249,26 @@ impl<S, C> Balance<S, C> {
         #[cfg(feature = "metrics")]
         self.shared.metrics.no_endpoints.increment(1);
         tracing::debug!("no endpoint available");
-        self.wait = None;
-        self.pending = None;
+        self.pending.clear();
         self.reserved = Some(Reservation::NoEndpoints);
         Poll::Ready(Ok(()))
     }
 
-    fn reserve(&mut self, service: S, load: Arc<EndpointLoad>, start: Option<Instant>) {
-        self.wait = None;
+    fn reserve(&mut self, service: S, slot: Arc<Slot<S>>, start: Option<Instant>) {
+        self.pending.clear();
         self.reserved = Some(Reservation::Endpoint {
             service,
-            load,
+            slot,
             start,
         });
+    }
+
+    /// Leaves a wait, if any. A clone that waited and is now served passes the baton on, so that
+    /// the next waiter looks too (see [`watch`](super::watch)); one whose wait ran out does not.
+    fn end_wait(&mut self, pass_baton: bool) {
+        if self.wait.take().is_some() && pass_baton {
+            self.shared.waiters.notify_one();
+        }
     }
 }
 
@@ -326,31 +332,18 @@ impl<S: Available, C> Balance<S, C> {
         found
     }
 
-    /// Arranges to be woken when waiting for an endpoint may end: the set changes, or one of a
-    /// few unavailable endpoints becomes available.
-    fn watch(&mut self, cx: &mut Context<'_>, snap: &Snapshot<S>) {
-        self.shared.register_waiter(cx.waker());
-        let n = snap.len();
-        if n == 0 {
-            return;
-        }
-        let start = self.rng().random_range(0..n);
-        let mut watched = 0;
-        for k in 0..n.min(WATCH_SCAN) {
-            let service = &snap.slots[(start + k) % n].service;
-            if service.is_available() {
-                continue;
-            }
-            if service.poll_available(cx).is_ready() {
-                // It just became available: look again.
-                cx.waker().wake_by_ref();
-                return;
-            }
-            watched += 1;
-            if watched == WATCH {
-                return;
+    /// Asks every unavailable endpoint of `snap` to wake a waiter when it may become available
+    /// (each endpoint holds at most one such registration). `true` if one became available while
+    /// we looked. Available endpoints are left alone: they were picked, or are remembered as
+    /// pending with our waker.
+    fn arm_watches(snap: &Snapshot<S>) -> bool {
+        let mut became_available = false;
+        for slot in snap.slots.iter() {
+            if !slot.service.is_available() && slot.watch.arm(&slot.service).is_ready() {
+                became_available = true;
             }
         }
+        became_available
     }
 }
 
@@ -394,57 +387,54 @@ where
             return Poll::Ready(Ok(()));
         }
         let uses_clock = self.shared.uses_clock;
-        // An endpoint that was not ready last time, and has been asked to wake us.
-        if let Some((load, mut service)) = self.pending.take() {
-            match service.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.reserve(service, load, uses_clock.then(Instant::now));
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(e)) => self.endpoint_failed(&load, e.into(), None),
-                Poll::Pending => self.pending = Some((load, service)),
+        for _ in 0..WAIT_ROUNDS {
+            if self.poll_pending::<Req>(cx, uses_clock) {
+                self.end_wait(true);
+                return Poll::Ready(Ok(()));
             }
-        }
+            // The guard does not borrow `self`; it keeps this snapshot alive while we pick.
+            let snap = self.shared.snapshot.load();
+            if snap.len() == 0 {
+                if self.shared.discovered.load(Ordering::Acquire) {
+                    self.end_wait(true);
+                    return self.no_endpoints();
+                }
+            } else if self.try_pick::<Req>(cx, &snap, uses_clock) {
+                self.end_wait(true);
+                return Poll::Ready(Ok(()));
+            }
 
-        // The guard does not borrow `self`; it keeps this snapshot alive while we pick from it.
-        let snap = self.shared.snapshot.load();
-        if snap.len() == 0 {
-            if self.shared.discovered.load(Ordering::Acquire) {
+            // Nothing can take the request now: wait, for a bounded time. Register for the baton
+            // *before* looking again, so that a change after the last look is never missed.
+            let shared = &self.shared;
+            let wait = self.wait.get_or_insert_with(|| {
+                Box::pin(Wait {
+                    sleep: tokio::time::sleep(shared.max_wait),
+                    baton: shared.waiters.clone().notified_owned(),
+                })
+            });
+            let mut w = wait.as_mut().project();
+            w.baton.as_mut().enable();
+            if Self::arm_watches(&snap) {
+                continue; // an endpoint is available after all: pick again
+            }
+            if !Arc::ptr_eq(&snap, &self.shared.snapshot.load()) {
+                continue; // a new set was published meanwhile
+            }
+            let mut w = wait.as_mut().project();
+            if w.baton.as_mut().poll(cx).is_ready() {
+                // Our turn: take a fresh place in line, then look again.
+                w.baton.set(self.shared.waiters.clone().notified_owned());
+                continue;
+            }
+            if w.sleep.poll(cx).is_ready() {
+                self.end_wait(false);
                 return self.no_endpoints();
             }
-        } else {
-            let now = uses_clock.then(Instant::now);
-            for _ in 0..PICK_ATTEMPTS {
-                let Some(i) = self.pick(&snap, now) else {
-                    break;
-                };
-                let slot = &snap.slots[i];
-                let mut service = slot.service.clone();
-                match service.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        self.pending = None;
-                        self.reserve(service, slot.load.clone(), now);
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(e)) => self.endpoint_failed(&slot.load, e.into(), now),
-                    Poll::Pending => {
-                        if self.pending.is_none() {
-                            self.pending = Some((slot.load.clone(), service));
-                        }
-                    }
-                }
-            }
+            return Poll::Pending;
         }
-
-        // Nothing can take the request now: wait, for a bounded time.
-        self.watch(cx, &snap);
-        let max_wait = self.shared.max_wait;
-        let wait = self
-            .wait
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(max_wait)));
-        if wait.as_mut().poll(cx).is_ready() {
-            return self.no_endpoints();
-        }
+        // Several rounds each saw a change: yield, and look again at once.
+        cx.waker().wake_by_ref();
         Poll::Pending
     }
 
@@ -456,10 +446,15 @@ where
         {
             Reservation::Endpoint {
                 mut service,
-                load,
+                slot,
                 start,
             } => {
-                let tracker = Tracker::begin(load, start);
+                if slot.is_removed() {
+                    // Discovery removed it after our `poll_ready`: nothing new goes to a removed
+                    // endpoint. The request was not sent; the retry layer may requeue it.
+                    return ResponseFuture::removed();
+                }
+                let tracker = Tracker::begin(slot.load.clone(), start);
                 let fut = service.call(req);
                 ResponseFuture::sent(MeasureFuture::new(
                     fut,
@@ -469,6 +464,73 @@ where
             }
             Reservation::NoEndpoints => ResponseFuture::no_endpoints(),
         }
+    }
+}
+
+impl<S: Available + Clone, C> Balance<S, C> {
+    /// Polls the remembered pending endpoints: reserves the first that is ready, forgets those
+    /// that were removed, failed or became unavailable (the watches cover those).
+    fn poll_pending<Req>(&mut self, cx: &mut Context<'_>, uses_clock: bool) -> bool
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            if p.slot.is_removed() || !p.slot.service.is_available() {
+                self.pending.swap_remove(i);
+                continue;
+            }
+            match p.service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let p = self.pending.swap_remove(i);
+                    self.reserve(p.service, p.slot, uses_clock.then(Instant::now));
+                    return true;
+                }
+                Poll::Ready(Err(e)) => {
+                    let p = self.pending.swap_remove(i);
+                    self.endpoint_failed(&p.slot.load, e.into(), None);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        false
+    }
+
+    /// Picks from `snap` and polls the picks for readiness; reserves the first that is ready.
+    fn try_pick<Req>(&mut self, cx: &mut Context<'_>, snap: &Snapshot<S>, uses_clock: bool) -> bool
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        let now = uses_clock.then(Instant::now);
+        for _ in 0..PICK_ATTEMPTS {
+            let Some(i) = self.pick(snap, now) else {
+                return false;
+            };
+            let slot = &snap.slots[i];
+            let mut service = slot.service.clone();
+            match service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.reserve(service, slot.clone(), now);
+                    return true;
+                }
+                Poll::Ready(Err(e)) => self.endpoint_failed(&slot.load, e.into(), now),
+                Poll::Pending => {
+                    // Available but not ready (a connection pool, a limit): remember it, with our
+                    // waker. One that is not available either is the watches' business.
+                    let known = self.pending.iter().any(|p| Arc::ptr_eq(&p.slot, slot));
+                    if slot.service.is_available() && !known && self.pending.len() < PICK_ATTEMPTS {
+                        self.pending.push(PendingEndpoint {
+                            slot: slot.clone(),
+                            service,
+                        });
+                    }
+                }
+            }
+        }
+        false
     }
 }
 

@@ -1,6 +1,7 @@
 //! The immutable endpoint set the balancer picks from, swapped atomically on every update.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::RngExt;
 use rand::rngs::SmallRng;
@@ -17,6 +18,41 @@ pub(crate) struct Slot<S> {
     pub(crate) service: S,
     /// The discovered endpoint (`None` when fed by a tower `Discover`, whose keys are opaque).
     pub(crate) endpoint: Option<crate::discover::Endpoint>,
+    /// Set (before the set without it is published) when discovery removes the endpoint: a clone
+    /// that reserved it, or remembered it as pending, sends it nothing new.
+    removed: AtomicBool,
+    /// Wakes a waiting clone when this endpoint may have become available.
+    pub(crate) watch: Arc<super::watch::Watch>,
+}
+
+impl<S> Slot<S> {
+    pub(crate) fn new(
+        service: S,
+        load: Arc<EndpointLoad>,
+        weight: u32,
+        endpoint: Option<crate::discover::Endpoint>,
+        watch: Arc<super::watch::Watch>,
+    ) -> Self {
+        Self {
+            load,
+            weight_recip: 1.0 / f64::from(weight),
+            weight,
+            service,
+            endpoint,
+            removed: AtomicBool::new(false),
+            watch,
+        }
+    }
+
+    /// `true` once discovery has removed the endpoint.
+    #[inline]
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
 }
 
 /// An endpoint set, ready to pick from.

@@ -45,6 +45,7 @@ pub struct BreakerConfig {
     pub(crate) slow_call: Option<Duration>,
     pub(crate) backoff: Backoff,
     pub(crate) half_open_probes: u32,
+    pub(crate) probe_timeout: Duration,
     pub(crate) mode: Mode,
     pub(crate) labels: MetricLabels,
     pub(crate) seeds: Option<SeedSource>,
@@ -64,6 +65,11 @@ impl SuccessRate {
         u64::try_from(self.window.as_nanos() / u128::from(self.buckets)).unwrap_or(u64::MAX)
     }
 }
+
+/// How long a half-open probe may stay out (reserved, or called and unanswered) before its period
+/// is abandoned for a fresh one: twice the client's default per-try timeout, so that a probe is
+/// normally ended by its own timeout first.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most probes a half-open breaker may admit.
 pub const MAX_PROBES: u32 = 1024;
@@ -87,11 +93,17 @@ impl BreakerConfig {
                 backoff: Backoff::equal_jitter(Duration::from_secs(1), Duration::from_secs(60))
                     .expect("valid default backoff"),
                 half_open_probes: 1,
+                probe_timeout: DEFAULT_PROBE_TIMEOUT,
                 mode: Mode::Gate,
                 labels: MetricLabels::new(),
                 seeds: None,
             },
         }
+    }
+
+    /// How long a half-open period's probes may stay out before it is abandoned.
+    pub fn probe_timeout(&self) -> Duration {
+        self.probe_timeout
     }
 
     /// The mode.
@@ -201,6 +213,17 @@ impl BreakerConfigBuilder {
         self
     }
 
+    /// How long a half-open period's probes may all stay out — reserved by a caller that has not
+    /// called yet, or called and not answered — before the period is abandoned and new probes are
+    /// admitted (default [`DEFAULT_PROBE_TIMEOUT`], 10 s). Without this bound, a caller that got
+    /// `ready()` and never called (legal tower use, inside `select!` for example), or a probe stuck
+    /// on a hung connection, would keep the endpoint unavailable for everyone. The outcome of an
+    /// abandoned probe is not counted.
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.config.probe_timeout = timeout;
+        self
+    }
+
     /// The [`Mode`] (default [`Mode::Gate`]).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.config.mode = mode;
@@ -265,6 +288,7 @@ impl BreakerConfigBuilder {
                 "must be between 1 and 1024",
             ));
         }
+        non_zero("probe_timeout", c.probe_timeout)?;
         Ok(self.config)
     }
 }

@@ -15,8 +15,9 @@ use crate::classify::{Class, Classify};
 /// Which kind of admission a call had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// Admitted while closed: counted by the closed-state policies.
-    Normal,
+    /// Admitted while closed in the given epoch: counted by the closed-state policies, unless the
+    /// breaker has changed state since.
+    Normal(u32),
     /// A half-open probe of the given epoch.
     Probe(u32),
 }
@@ -44,8 +45,9 @@ impl<C> Tracker<C> {
     fn finish(&mut self, mut class: Class) {
         self.done = true;
         let shared = &self.local.shared;
-        let now = (self.start.is_some() || (self.role == Role::Normal && shared.needs_clock()))
-            .then(Instant::now);
+        let now = (self.start.is_some()
+            || (matches!(self.role, Role::Normal(_)) && shared.needs_clock()))
+        .then(Instant::now);
         if let (Some(start), Some(limit), Some(now), Class::Success) =
             (self.start, shared.slow_call, now, class)
             && now.saturating_duration_since(start) > limit
@@ -53,7 +55,7 @@ impl<C> Tracker<C> {
             class = Class::Retryable;
         }
         match self.role {
-            Role::Normal => shared.record_closed(class, now),
+            Role::Normal(epoch) => shared.record_closed(epoch, class, now),
             Role::Probe(epoch) => shared.record_probe(epoch, class),
         }
     }

@@ -95,7 +95,15 @@
 //! | `meshwork_breaker_trips_total` | counter | `reason` = `consecutive_failures` \| `success_rate` \| `probe_failed` | the breaker opened |
 //! | `meshwork_breaker_probes_total` | counter | `outcome` = `success` \| `failure` | half-open probes that completed |
 //! | `meshwork_breaker_rejected_total` | counter | | calls refused with [`Open`] (fail-fast mode) |
-//! | `meshwork_breaker_state` | gauge | | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
+//! | `meshwork_breaker_state` | gauge | | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed (meaningful per endpoint: see below) |
+//! | `meshwork_breaker_open` | gauge | | breakers that are not closed: 0 or 1 for one breaker, the number of such endpoints when endpoints share their labels; a dropped breaker (a removed endpoint) no longer counts |
+//!
+//! The series are as bounded as the labels: the client builder gives per-endpoint breakers the
+//! client's labels, and adds an `endpoint` label only when asked
+//! ([`ClientBuilder::endpoint_labels`](crate::client::ClientBuilder::endpoint_labels)), so by
+//! default discovery churn creates no series. The `metrics` facade cannot delete a series: with
+//! per-endpoint labels, those of a removed endpoint stay at their final values (`open` back at 0)
+//! until the exporter drops idle series (its idle timeout).
 //!
 //! ## Example
 //!
@@ -139,8 +147,11 @@ mod layer;
 mod service;
 mod state;
 mod window;
+mod word;
 
-pub use self::config::{BreakerConfig, BreakerConfigBuilder, MAX_PROBES, Mode};
+pub use self::config::{
+    BreakerConfig, BreakerConfigBuilder, DEFAULT_PROBE_TIMEOUT, MAX_PROBES, Mode,
+};
 pub use self::error::Open;
 pub use self::future::ResponseFuture;
 pub use self::handle::BreakerHandle;

@@ -4,7 +4,8 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::future::{ResponseFuture, Role, Tracker};
-use super::state::{CLOSED, FORCED_CLOSED, FORCED_OPEN, HALF_OPEN, Shared, WaitSlot, state_of};
+use super::state::{Shared, WaitSlot};
+use super::word::{CLOSED, FORCED_CLOSED, FORCED_OPEN, HALF_OPEN, epoch_of, state_of};
 use super::{BreakerConfig, BreakerHandle, Mode};
 use crate::BoxError;
 use crate::available::Available;
@@ -181,7 +182,7 @@ where
             match state_of(w) {
                 CLOSED | FORCED_CLOSED => {
                     std::task::ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
-                    self.permit = Permit::Admitted(Role::Normal);
+                    self.permit = Permit::Admitted(Role::Normal(epoch_of(w)));
                     return Poll::Ready(Ok(()));
                 }
                 HALF_OPEN => {

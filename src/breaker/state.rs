@@ -71,37 +71,8 @@ impl fmt::Display for State {
     }
 }
 
-// The state word: `[epoch: 32 | probe successes: 12 | free probes: 12 | state: 8]`. Every transition
-// bumps the epoch, so a stale probe (or a stale release) from an earlier half-open period can never
-// touch a later one. Reserving and releasing a probe are lock-free CASes on this word; every other
-// transition is a CAS made while holding `cold`, so only one transition is computed at a time.
-pub(crate) const CLOSED: u64 = 0;
-pub(crate) const OPEN: u64 = 1;
-pub(crate) const HALF_OPEN: u64 = 2;
-pub(crate) const FORCED_OPEN: u64 = 3;
-pub(crate) const FORCED_CLOSED: u64 = 4;
-
-const STATE_MASK: u64 = 0xff;
-const FREE_SHIFT: u32 = 8;
-const OK_SHIFT: u32 = 20;
-const FIELD_MASK: u64 = 0xfff;
-const EPOCH_SHIFT: u32 = 32;
-
-pub(crate) const fn state_of(w: u64) -> u64 {
-    w & STATE_MASK
-}
-const fn free_of(w: u64) -> u64 {
-    (w >> FREE_SHIFT) & FIELD_MASK
-}
-const fn ok_of(w: u64) -> u64 {
-    (w >> OK_SHIFT) & FIELD_MASK
-}
-pub(crate) const fn epoch_of(w: u64) -> u32 {
-    (w >> EPOCH_SHIFT) as u32
-}
-const fn word(epoch: u32, state: u64, free: u64, ok: u64) -> u64 {
-    ((epoch as u64) << EPOCH_SHIFT) | (ok << OK_SHIFT) | (free << FREE_SHIFT) | state
-}
+pub(crate) use super::word::{CLOSED, FORCED_CLOSED, FORCED_OPEN, HALF_OPEN, OPEN, state_of};
+use super::word::{ProbeSuccess, Word, epoch_of, free_of, word};
 
 /// Why the breaker changed state (in the tracing events).
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +81,7 @@ enum Reason {
     SuccessRate { ok: u64, total: u64 },
     ProbeFailed,
     ProbeDue,
+    ProbeAbandoned,
     ProbesSucceeded,
     Forced,
     ForceCleared,
@@ -124,6 +96,9 @@ impl fmt::Display for Reason {
             }
             Reason::ProbeFailed => f.write_str("half-open probe failed"),
             Reason::ProbeDue => f.write_str("open backoff elapsed, probing"),
+            Reason::ProbeAbandoned => {
+                f.write_str("a half-open probe did not finish within the probe timeout")
+            }
             Reason::ProbesSucceeded => f.write_str("half-open probes succeeded"),
             Reason::Forced => f.write_str("forced by the application"),
             Reason::ForceCleared => f.write_str("manual switch cleared"),
@@ -147,6 +122,11 @@ struct Metrics {
     probes_failure: metrics::Counter,
     rejected: metrics::Counter,
     state: metrics::Gauge,
+    /// Breakers (of these labels) that are not closed: 0 or 1 per breaker, summed when endpoints
+    /// share their labels.
+    open: metrics::Gauge,
+    /// Whether this breaker counts itself in `open` now.
+    counted_open: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(feature = "metrics")]
@@ -176,7 +156,9 @@ impl Metrics {
                 with("outcome", "failure")
             ),
             rejected: metrics::counter!("meshwork_breaker_rejected_total", base.clone()),
-            state: metrics::gauge!("meshwork_breaker_state", base),
+            state: metrics::gauge!("meshwork_breaker_state", base.clone()),
+            open: metrics::gauge!("meshwork_breaker_open", base),
+            counted_open: std::sync::atomic::AtomicBool::new(false),
         };
         m.state.set(State::Closed.gauge_value());
         m
@@ -192,12 +174,16 @@ struct RatePolicy {
 
 /// The state shared by the clones of one breaker and its handles.
 pub(crate) struct Shared {
-    word: AtomicU64,
+    word: Word,
     consecutive: AtomicU32,
     /// When the current open period ends, in nanoseconds since `base`.
     probe_at: AtomicU64,
     /// The epoch of the last open period a probe timer was spawned for.
     timer_epoch: AtomicU32,
+    /// When the current half-open period's last probe reservation lapses, in nanoseconds since
+    /// `base`: a period whose probes are all taken and unfinished by then is abandoned.
+    lease_at: AtomicU64,
+    probe_timeout: Duration,
     base: Instant,
     rate: Option<RatePolicy>,
     threshold: u32,
@@ -226,10 +212,12 @@ impl Shared {
             .unwrap_or_else(crate::rng::SeedSource::from_entropy)
             .rng();
         Arc::new(Self {
-            word: AtomicU64::new(word(0, CLOSED, 0, 0)),
+            word: Word::new(word(0, CLOSED, 0, 0)),
             consecutive: AtomicU32::new(0),
             probe_at: AtomicU64::new(0),
             timer_epoch: AtomicU32::new(0),
+            lease_at: AtomicU64::new(0),
+            probe_timeout: config.probe_timeout,
             base: Instant::now(),
             rate: config.success_rate.map(|s| RatePolicy {
                 window: Window::new(s.buckets, s.bucket_nanos()),
@@ -252,7 +240,7 @@ impl Shared {
     /// The state word, as one atomic load.
     #[inline]
     pub(crate) fn load(&self) -> u64 {
-        self.word.load(Ordering::Acquire)
+        self.word.load()
     }
 
     /// Whether the outcomes of closed-state calls need the clock.
@@ -265,22 +253,25 @@ impl Shared {
         nanos(now.saturating_duration_since(self.base))
     }
 
-    /// The state word after moving an open breaker whose backoff has elapsed to half-open.
+    /// The state word after the two moves that time makes: an open breaker whose backoff has
+    /// elapsed goes half-open, and a half-open period whose probes are all taken but unfinished
+    /// after the probe timeout is abandoned for a fresh one (so that a caller that reserved a probe
+    /// and never called, or a probe stuck on a hung connection, cannot hold the endpoint
+    /// unavailable for everyone). Reads the clock only in those two states.
     pub(crate) fn refresh(&self, w: u64) -> u64 {
-        if state_of(w) != OPEN {
-            return w;
-        }
+        let (due, reason) = match state_of(w) {
+            OPEN => (&self.probe_at, Reason::ProbeDue),
+            HALF_OPEN if free_of(w) == 0 => (&self.lease_at, Reason::ProbeAbandoned),
+            _ => return w,
+        };
         let now = self.nanos_since_base(Instant::now());
-        if now < self.probe_at.load(Ordering::Acquire) {
+        if now < due.load(Ordering::Acquire) {
             return w;
         }
         let next = word(epoch_of(w).wrapping_add(1), HALF_OPEN, self.probes, 0);
-        match self
-            .word
-            .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.word.replace(w, next) {
             Ok(_) => {
-                self.announce(State::HalfOpen, Reason::ProbeDue, None);
+                self.announce(State::HalfOpen, reason, None);
                 self.wake_all();
                 next
             }
@@ -306,51 +297,35 @@ impl Shared {
         }
     }
 
-    /// Reserves one half-open probe; returns the half-open epoch it belongs to.
-    pub(crate) fn try_reserve_probe(&self) -> Option<u32> {
-        let mut w = self.load();
-        loop {
-            if state_of(w) != HALF_OPEN || free_of(w) == 0 {
-                return None;
-            }
-            match self.word.compare_exchange_weak(
-                w,
-                w - (1 << FREE_SHIFT),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(epoch_of(w)),
-                Err(actual) => w = actual,
-            }
-        }
+    /// Reserves one half-open probe; returns the half-open epoch it belongs to. The reservation is
+    /// a lease: if the period's probes are all still out after the probe timeout, the period is
+    /// abandoned (see [`refresh`](Self::refresh)), and a timer makes sure waiters hear of it.
+    pub(crate) fn try_reserve_probe(self: &Arc<Self>) -> Option<u32> {
+        let epoch = self.word.reserve_probe()?;
+        let until = self
+            .nanos_since_base(Instant::now())
+            .saturating_add(nanos(self.probe_timeout));
+        self.lease_at.fetch_max(until, Ordering::AcqRel);
+        self.arm_lease_timer(epoch);
+        Some(epoch)
     }
 
     /// Gives back a probe that was reserved and never used, or whose outcome does not count.
     pub(crate) fn release_probe(&self, epoch: u32) {
-        let mut w = self.load();
-        loop {
-            if state_of(w) != HALF_OPEN || epoch_of(w) != epoch || free_of(w) >= self.probes {
-                return;
-            }
-            match self.word.compare_exchange_weak(
-                w,
-                w + (1 << FREE_SHIFT),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    self.wake_all();
-                    return;
-                }
-                Err(actual) => w = actual,
-            }
+        if self.word.release_probe(epoch, self.probes) {
+            self.wake_all();
         }
     }
 
-    /// Records the outcome of a call admitted while closed. `now` is read only when a policy needs
-    /// it (the success-rate window), at most once.
+    /// Records the outcome of a call admitted while closed in period `epoch`. An outcome from an
+    /// earlier period (a slow call admitted before a trip, finishing after the recovery) is not
+    /// counted: it says nothing about the endpoint since it recovered. `now` is read only when a
+    /// policy needs it (the success-rate window), at most once.
     #[inline]
-    pub(crate) fn record_closed(&self, class: Class, now: Option<Instant>) {
+    pub(crate) fn record_closed(&self, epoch: u32, class: Class, now: Option<Instant>) {
+        if epoch_of(self.load()) != epoch {
+            return;
+        }
         match class {
             Class::Ignorable => {}
             Class::Success => {
@@ -364,12 +339,12 @@ impl Shared {
                     r.window.record(self.nanos_since_base(now), true);
                 }
             }
-            Class::Retryable | Class::NonRetryable => self.record_closed_failure(now),
+            Class::Retryable | Class::NonRetryable => self.record_closed_failure(epoch, now),
         }
     }
 
     #[cold]
-    fn record_closed_failure(&self, now: Option<Instant>) {
+    fn record_closed_failure(&self, epoch: u32, now: Option<Instant>) {
         let n = self
             .consecutive
             .fetch_add(1, Ordering::AcqRel)
@@ -378,18 +353,19 @@ impl Shared {
         if let (Some(r), Some(now)) = (&self.rate, now) {
             r.window.record(now, false);
         }
-        if state_of(self.load()) != CLOSED {
+        let w = self.load();
+        if state_of(w) != CLOSED || epoch_of(w) != epoch {
             return;
         }
         if n >= self.threshold {
-            self.trip_from_closed(Reason::ConsecutiveFailures(n));
+            self.trip_from_closed(epoch, Reason::ConsecutiveFailures(n));
             return;
         }
         if let (Some(r), Some(now)) = (&self.rate, now) {
             let (ok, failed) = r.window.counts(now);
             let total = ok + failed;
             if total >= r.min_requests && (ok as f64) < r.min_rate * total as f64 {
-                self.trip_from_closed(Reason::SuccessRate { ok, total });
+                self.trip_from_closed(epoch, Reason::SuccessRate { ok, total });
             }
         }
     }
@@ -401,24 +377,8 @@ impl Shared {
             Class::Success => {
                 #[cfg(feature = "metrics")]
                 self.metrics.probes_success.increment(1);
-                let mut w = self.load();
-                loop {
-                    if state_of(w) != HALF_OPEN || epoch_of(w) != epoch {
-                        return;
-                    }
-                    if ok_of(w) + 1 >= self.probes {
-                        self.close_from_half_open(epoch);
-                        return;
-                    }
-                    match self.word.compare_exchange_weak(
-                        w,
-                        w + (1 << OK_SHIFT),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return,
-                        Err(actual) => w = actual,
-                    }
+                if self.word.probe_succeeded(epoch, self.probes) == ProbeSuccess::Last {
+                    self.close_from_half_open(epoch);
                 }
             }
             Class::Retryable | Class::NonRetryable => {
@@ -433,9 +393,10 @@ impl Shared {
         }
     }
 
-    fn trip_from_closed(&self, reason: Reason) {
+    fn trip_from_closed(&self, epoch: u32, reason: Reason) {
         let mut cold = lock(&self.cold);
-        if state_of(self.load()) == CLOSED {
+        let w = self.load();
+        if state_of(w) == CLOSED && epoch_of(w) == epoch {
             self.open_locked(&mut cold, CLOSED, reason);
         }
     }
@@ -485,22 +446,11 @@ impl Shared {
     }
 
     /// Moves to `to` (with `free` probe slots) if the current state satisfies `from`, bumping the
-    /// epoch. Only called while holding `cold`; retries over concurrent probe reservations.
+    /// epoch. Only called while holding `cold`, so only one transition is computed at a time.
     fn transition_locked(&self, from: impl Fn(u64) -> bool, to: u64, free: u64) -> bool {
-        let mut w = self.load();
-        loop {
-            if !from(state_of(w)) {
-                return false;
-            }
-            let next = word(epoch_of(w).wrapping_add(1), to, free, 0);
-            match self
-                .word
-                .compare_exchange(w, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(actual) => w = actual,
-            }
-        }
+        self.word
+            .transition(|w| from(state_of(w)), to, free)
+            .is_some()
     }
 
     /// The manual switch: hold the breaker open or closed, or clear the hold.
@@ -526,7 +476,17 @@ impl Shared {
 
     fn announce(&self, state: State, reason: Reason, open_for: Option<Duration>) {
         #[cfg(feature = "metrics")]
-        self.metrics.state.set(state.gauge_value());
+        {
+            self.metrics.state.set(state.gauge_value());
+            let open = !matches!(state, State::Closed | State::ForcedClosed);
+            if self.metrics.counted_open.swap(open, Ordering::AcqRel) != open {
+                if open {
+                    self.metrics.open.increment(1.0);
+                } else {
+                    self.metrics.open.decrement(1.0);
+                }
+            }
+        }
         match state {
             State::Open | State::ForcedOpen => {
                 tracing::warn!(state = %state, reason = %reason, open_for = ?open_for, "circuit breaker opened")
@@ -568,6 +528,34 @@ impl Shared {
                 at = at.max(Instant::now() + Duration::from_millis(1));
             }
         });
+    }
+}
+
+impl Shared {
+    /// Spawns, for a probe reservation, a task that sleeps until its lease lapses and then lets
+    /// [`refresh`](Self::refresh) abandon the period if its probes are all still out (which wakes
+    /// the waiters). Holds only a weak reference.
+    fn arm_lease_timer(self: &Arc<Self>, epoch: u32) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let at = self.base + Duration::from_nanos(self.lease_at.load(Ordering::Acquire));
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let w = shared.load();
+            if epoch_of(w) == epoch {
+                shared.refresh(w);
+            }
+        });
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Shared {
+    /// The endpoint is gone (discovery removed it): it no longer counts as open.
+    fn drop(&mut self) {
+        if self.metrics.counted_open.swap(false, Ordering::AcqRel) {
+            self.metrics.open.decrement(1.0);
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use super::Classification;
 /// | [`retry::BudgetExhausted`](crate::retry::BudgetExhausted) | non-retryable: retrying again would overrun the budget |
 /// | [`breaker::Open`](crate::breaker::Open) (an open breaker refused the call) | retryable, unsent |
 /// | [`balance::NoEndpoints`](crate::balance::NoEndpoints) | non-retryable: the balancer already waited for an endpoint |
+/// | [`balance::EndpointRemoved`](crate::balance::EndpointRemoved) | retryable, unsent |
 /// | [`std::io::Error`] `ConnectionRefused` | retryable, unsent |
 /// | other [`std::io::Error`] connection errors (reset, aborted, broken pipe) | retryable |
 /// | (feature `http`) hyper-util connect error, HTTP/2 `REFUSED_STREAM` | retryable, unsent |
@@ -55,6 +56,10 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classification> {
     }
     if e.is::<crate::balance::NoEndpoints>() {
         return Some(Classification::non_retryable());
+    }
+    if e.is::<crate::balance::EndpointRemoved>() {
+        // Failed in `call` before anything was sent: requeue elsewhere.
+        return Some(Classification::retryable().unsent());
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         use std::io::ErrorKind::*;

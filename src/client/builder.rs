@@ -49,6 +49,7 @@ pub struct ClientBuilder<C = DefaultClassify, R = CloneWithDeadline> {
     replay: R,
     seeds: Option<SeedSource>,
     labels: MetricLabels,
+    endpoint_labels: bool,
 }
 
 impl Default for ClientBuilder {
@@ -85,6 +86,7 @@ impl ClientBuilder {
             replay: CloneWithDeadline,
             seeds: None,
             labels: MetricLabels::new(),
+            endpoint_labels: false,
         }
     }
 }
@@ -172,6 +174,7 @@ impl<C, R> ClientBuilder<C, R> {
             replay,
             seeds: self.seeds,
             labels: self.labels,
+            endpoint_labels: self.endpoint_labels,
         }
     }
 
@@ -185,6 +188,26 @@ impl<C, R> ClientBuilder<C, R> {
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
+    }
+
+    /// Adds an `endpoint` label (the endpoint's address) to the per-endpoint metrics — the
+    /// breakers' (default off).
+    ///
+    /// Off, every endpoint of the client adds to the same series, so the number of series is
+    /// bounded by the number of clients, whatever discovery does: the breaker counters count trips
+    /// and probes across the endpoints, and `meshwork_breaker_open` counts the endpoints whose
+    /// breaker is not closed. On, each endpoint has its own series; the `metrics` facade cannot
+    /// delete a series, so those of a removed endpoint stay (at their final values, the
+    /// `meshwork_breaker_open` gauge back at 0) until the exporter drops idle series — configure
+    /// its idle timeout (for example `PrometheusBuilder::idle_timeout`) when endpoints churn.
+    pub fn endpoint_labels(mut self, on: bool) -> Self {
+        self.endpoint_labels = on;
+        self
+    }
+
+    /// Whether per-endpoint metrics carry an `endpoint` label.
+    pub fn get_endpoint_labels(&self) -> bool {
+        self.endpoint_labels
     }
 
     /// The total timeout, if on.
@@ -254,7 +277,7 @@ impl<C, R> ClientBuilder<C, R> {
         D: Stream<Item = Result<Update, E>> + Send + 'static,
         E: Into<BoxError>,
         M: FnMut(&Endpoint) -> S + Send + 'static,
-        S: Service<Req> + Send + Sync + 'static,
+        S: Service<Req> + Clone + Send + Sync + 'static,
         S::Error: Into<BoxError>,
         C: Clone + Send + Sync + 'static,
     {
@@ -262,6 +285,7 @@ impl<C, R> ClientBuilder<C, R> {
         let per_try = self.get_per_try_timeout();
         let seeds = self.seeds.unwrap_or_default();
         let labels = self.labels;
+        let endpoint_labels = self.endpoint_labels;
         let classify = self.classify;
         let breaker = self.breaker.map(|mut config| {
             config.seeds = Some(seeds.clone());
@@ -278,7 +302,9 @@ impl<C, R> ClientBuilder<C, R> {
             match &breaker {
                 Some(config) => {
                     let mut config = config.clone();
-                    config.labels = config.labels.with("endpoint", ep.addr().to_string());
+                    if endpoint_labels {
+                        config.labels = config.labels.with("endpoint", ep.addr().to_string());
+                    }
                     Optional::On(Breaker::with_classify(
                         svc,
                         config,
