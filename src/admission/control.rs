@@ -246,8 +246,8 @@ impl AdmissionControl {
         rejection_probability(requests, accepts, i.k, i.config.max_rejection_probability)
     }
 
-    /// Decides whether to admit one request now, drawing from `rng`. A rejected request is counted
-    /// as a request that was not accepted.
+    /// Decides whether to admit one request now, drawing from `rng`. A rejected request is not
+    /// counted in the window (see the [module docs](super) for why).
     pub fn admit(&self, rng: &mut SmallRng) -> bool {
         let now = Instant::now();
         let p = self.rejection_probability(now);
@@ -263,7 +263,6 @@ impl AdmissionControl {
             tracing::info!("admission control: no longer rejecting");
         }
         if p > 0.0 && rng.random::<f64>() < p {
-            i.window.record(self.nanos(now), false);
             i.telemetry.rejected();
             return false;
         }

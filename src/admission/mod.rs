@@ -11,13 +11,22 @@
 //! P_reject = max(0, (requests − K × accepts) / (requests + 1))      capped at max_rejection_probability
 //! ```
 //!
-//! over a sliding window (fixed-size buckets), where *requests* counts every request the
-//! application asked for (those rejected locally included, so the formula regulates itself) and
-//! *accepts* those whose outcome was a [success](crate::classify::Class::Success). A nack or a
-//! failure is a request that was not accepted; an outcome that is neither (a request the caller
-//! cancelled) is not counted. While the success rate stays at or above `1/K` nothing is rejected;
-//! below, the client sends about `K` requests per accepted one, and the rest fail at once with
-//! [`Rejected`], which is itself a nack to [`classify_error`](crate::classify::classify_error).
+//! over a sliding window (fixed-size buckets), where *requests* counts the requests sent to the
+//! upstream and *accepts* those whose outcome was a [success](crate::classify::Class::Success). A
+//! nack or a failure is a request that was not accepted; an outcome that is neither (a request the
+//! caller cancelled) is not counted. While the success rate stays at or above `1/K` nothing is
+//! rejected; below, requests fail at once with [`Rejected`] with probability `P_reject`, and
+//! [`Rejected`] is itself a nack to [`classify_error`](crate::classify::classify_error).
+//!
+//! **Requests rejected locally are not counted.** The SRE book counts them as requests, which
+//! makes the client send about `K` requests per accepted one. With the book's `K = 2` that recovers
+//! quickly once the upstream does; with Envoy's `K = 1 / 0.95`, it does not: in steady state
+//! `P = 1 − K·(1 − P)` has a second fixed point near the cap, each window only shrinks the rejected
+//! share by a factor `K`, and in the overload experiment (`examples/overload.rs`) the clients kept
+//! rejecting 40 % of the requests for the whole 15 s after the overload ended. Counting only the
+//! requests sent, the rejection stops as soon as the sent requests succeed again; under overload
+//! a client then sends about `sqrt(offered × K × accepted)` requests per second, which still
+//! sheds most of the excess before it reaches the network.
 //!
 //! The parameters follow Envoy's
 //! [admission control filter](https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/admission_control_filter)
