@@ -8,6 +8,7 @@
 //! ```text
 //!  caller
 //!    │  deadline / total timeout   timeout::DeadlineLayer
+//!    │  admission (optional)       admission (client-side throttling)
 //!    │  retry                      retry (budget, backoff, body replay)
 //!    │  balance (P2C)              balance, fed by discover
 //!    ├─ per endpoint ─────────────
@@ -16,6 +17,9 @@
 //!    │  per-try timeout            timeout::TimeoutLayer
 //!    │  connection                 any tower Service (hyper client for HTTP)
 //! ```
+//!
+//! On the serving side, [`limit`] puts an adaptive concurrency limit in front of a handler; what it
+//! refuses is a *nack*, which the client stack requeues elsewhere.
 //!
 //! [`client::ClientBuilder`] composes the stack over any tower `Service` (one per endpoint);
 //! [`client::HttpClient`] is the HTTP version, with one hyper connection pool per endpoint:
@@ -62,6 +66,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admission;
 pub mod available;
 pub mod backoff;
 pub mod balance;
@@ -72,6 +77,7 @@ pub mod discover;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod limit;
 pub mod retry;
 pub mod rng;
 mod sync;

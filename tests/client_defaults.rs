@@ -70,6 +70,13 @@ fn from_code() -> BTreeMap<String, String> {
             "per-try timeout",
             format!("{} (a third of the total timeout)", dur(per_try)),
         ),
+        (
+            "admission control",
+            match stack.get_admission() {
+                None => "off".to_owned(),
+                Some(_) => "on".to_owned(),
+            },
+        ),
         ("max retries", retry.get_max_retries().to_string()),
         ("max requeues", retry.get_max_requeues().to_string()),
         (

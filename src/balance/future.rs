@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::load::EndpointLoad;
 use super::{EndpointRemoved, NoEndpoints};
 use crate::BoxError;
-use crate::classify::{Class, Classify};
+use crate::classify::{Class, Classification, Classify};
 
 /// Counts one request in flight on an endpoint, and records its latency when it ends.
 #[derive(Debug)]
@@ -30,9 +30,9 @@ impl Tracker {
         }
     }
 
-    fn complete(mut self, class: Class) {
+    fn complete(mut self, c: Classification) {
         if let Some(start) = self.start {
-            self.load.record(start, Instant::now(), class);
+            self.load.record_outcome(start, Instant::now(), c);
         }
         self.done = true;
     }
@@ -88,7 +88,7 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         if let Some(tracker) = this.tracker.take() {
-            tracker.complete(this.classify.classify(out.as_ref()).class());
+            tracker.complete(this.classify.classify(out.as_ref()));
         }
         Poll::Ready(out)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ConfigError;
-use crate::classify::Class;
+use crate::classify::{Class, Classification};
 
 /// Peak-EWMA load (Finagle, Linkerd): `cost = latency estimate × (in-flight + 1)`.
 ///
@@ -268,6 +268,35 @@ impl EndpointLoad {
         self.sample(sample, end);
     }
 
+    /// Records the outcome of a request that started at `start` and ended at `end`: as
+    /// [`record`](Self::record), except that a [nack](Classification::nack) counts as load (see
+    /// [`record_nack`](Self::record_nack)).
+    pub(crate) fn record_outcome(&self, start: Instant, end: Instant, c: Classification) {
+        if c.is_nack() {
+            self.record_nack(start, end);
+        } else {
+            self.record(start, end, c.class());
+        }
+    }
+
+    /// Records a nack: the endpoint refused the request because it is busy. That is load, not a
+    /// failure: the sample is twice the current estimate (at least the observed latency, at most
+    /// the failure penalty), so a nacking endpoint loses traffic to the others in proportion to its
+    /// latency, without the failure penalty; a fast nack never makes it look fast.
+    pub(crate) fn record_nack(&self, start: Instant, end: Instant) {
+        if !self.uses_clock() {
+            return;
+        }
+        let observed = end.saturating_duration_since(start).as_nanos() as f64;
+        let busy = 2.0 * self.decayed_estimate(end);
+        let cap = if self.penalty_ns > 0.0 {
+            self.penalty_ns
+        } else {
+            f64::INFINITY
+        };
+        self.sample(observed.max(busy.min(cap)), end);
+    }
+
     /// Records a failure that had no latency (an endpoint's `poll_ready` failed).
     pub(crate) fn penalize(&self, now: Instant) {
         if self.uses_clock() {
@@ -321,6 +350,29 @@ mod tests {
         let ignored = EndpointLoad::new(Load::default());
         ignored.record(t0, t0 + 40 * MS, Class::Ignorable);
         assert_eq!(ignored.latency_estimate(t0 + 40 * MS), Some(40 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nack_is_load_not_a_failure() {
+        let load = EndpointLoad::new(Load::default());
+        let t0 = Instant::now();
+        load.record(t0, t0 + 40 * MS, Class::Success);
+        // A fast nack doubles the estimate: busy, so less attractive, but not the 1 s penalty.
+        load.record_outcome(t0 + 40 * MS, t0 + 41 * MS, Classification::nack());
+        let est = load.latency_estimate(t0 + 41 * MS).unwrap();
+        assert!(est > 70 * MS && est <= 80 * MS, "{est:?}");
+        // Repeated nacks are capped at the failure penalty.
+        for i in 0..20 {
+            load.record_outcome(t0, t0 + (42 + i) * MS, Classification::nack());
+        }
+        assert_eq!(
+            load.latency_estimate(t0 + 61 * MS),
+            Some(Duration::from_secs(1))
+        );
+        // A least-in-flight load ignores it (no clock).
+        let lif = EndpointLoad::new(Load::LeastInFlight);
+        lif.record_outcome(t0, t0 + MS, Classification::nack());
+        assert_eq!(lif.latency_estimate(t0), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -54,6 +54,10 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<Classification> {
         // Refused by an open breaker before the inner service was touched.
         return Some(Classification::retryable().unsent());
     }
+    if e.is::<crate::limit::Nacked>() || e.is::<crate::admission::Rejected>() {
+        // Refused before any work was done: a nack.
+        return Some(Classification::nack());
+    }
     if e.is::<crate::balance::NoEndpoints>() {
         return Some(Classification::non_retryable());
     }

@@ -74,6 +74,10 @@ where
     fn classify(&self, outcome: Result<&Response<B>, &E>) -> Classification {
         match outcome {
             Ok(res) => {
+                if crate::limit::is_nack_response(res) {
+                    // `503` + `meshwork-nack: 1`: refused before any work, safe elsewhere.
+                    return Classification::nack();
+                }
                 let c = self.classify_status(res.status());
                 match res.status().as_u16() {
                     429 | 503 => match retry_after(res.headers()) {

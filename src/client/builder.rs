@@ -6,6 +6,7 @@ use tower_service::Service;
 
 use super::optional::Optional;
 use super::service::{Client, EndpointStack};
+use crate::admission::{Admission, AdmissionConfig};
 use crate::available::Always;
 use crate::balance;
 use crate::breaker::{Breaker, BreakerConfig, Mode};
@@ -43,6 +44,7 @@ pub struct ClientBuilder<C = DefaultClassify, R = CloneWithDeadline> {
     total_timeout: Option<Duration>,
     per_try_timeout: PerTry,
     retry: Option<RetryPolicy>,
+    admission: Option<AdmissionConfig>,
     breaker: Option<BreakerConfig>,
     balance: balance::Builder,
     classify: C,
@@ -80,6 +82,7 @@ impl ClientBuilder {
             total_timeout: Some(DEFAULT_TOTAL_TIMEOUT),
             per_try_timeout: PerTry::Derived,
             retry: Some(RetryPolicy::new()),
+            admission: None,
             breaker: Some(BreakerConfig::default()),
             balance: balance::Builder::new(),
             classify: DefaultClassify,
@@ -131,6 +134,21 @@ impl<C, R> ClientBuilder<C, R> {
         self
     }
 
+    /// Client-side admission control (off by default), between the deadline and the retry layer:
+    /// when the upstream as a whole rejects or fails, requests are rejected locally with
+    /// [`admission::Rejected`](crate::admission::Rejected). Its settings are checked by `build`;
+    /// its seed and labels are the builder's unless set. See [`admission`](crate::admission).
+    pub fn admission(mut self, config: AdmissionConfig) -> Self {
+        self.admission = Some(config);
+        self
+    }
+
+    /// No admission control (the default).
+    pub fn no_admission(mut self) -> Self {
+        self.admission = None;
+        self
+    }
+
     /// The per-endpoint circuit breaker's configuration. It must be in [`Mode::Gate`]: under the
     /// balancer, an open breaker makes its endpoint unavailable.
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
@@ -168,6 +186,7 @@ impl<C, R> ClientBuilder<C, R> {
             total_timeout: self.total_timeout,
             per_try_timeout: self.per_try_timeout,
             retry: self.retry,
+            admission: self.admission,
             breaker: self.breaker,
             balance: self.balance,
             classify,
@@ -232,6 +251,11 @@ impl<C, R> ClientBuilder<C, R> {
         self.retry.as_ref()
     }
 
+    /// The admission control settings, if on.
+    pub fn get_admission(&self) -> Option<&AdmissionConfig> {
+        self.admission.as_ref()
+    }
+
     /// The breaker configuration, if on.
     pub fn get_breaker(&self) -> Option<&BreakerConfig> {
         self.breaker.as_ref()
@@ -250,6 +274,9 @@ impl<C, R> ClientBuilder<C, R> {
                 "per_try_timeout",
                 "must not exceed `total_timeout`",
             ));
+        }
+        if let Some(a) = &self.admission {
+            a.validate()?;
         }
         if let Some(b) = &self.breaker
             && b.mode() != Mode::Gate
@@ -320,20 +347,32 @@ impl<C, R> ClientBuilder<C, R> {
             .seed(seeds.clone())
             .labels(labels.clone())
             .build(discover, make_endpoint);
+        let admission_classify = classify.clone();
         let retry = match self.retry {
             Some(policy) => {
                 let policy = policy
                     .classify(classify)
                     .replay(self.replay)
-                    .seed(seeds)
-                    .labels(labels);
+                    .seed(seeds.clone())
+                    .labels(labels.clone());
                 Optional::On(Retry::new(balance, policy))
             }
             None => Optional::Off(balance),
         };
-        let stack = match self.total_timeout {
-            Some(total) => Optional::On(DeadlineLayer::new(total)?.layer(retry)),
+        let admitted = match self.admission {
+            Some(mut config) => {
+                if config.seeds.is_none() {
+                    config = config.seed(seeds);
+                }
+                let merged = merge(&labels, &config.labels);
+                config = config.labels(merged);
+                Optional::On(Admission::new(retry, config.build()?, admission_classify))
+            }
             None => Optional::Off(retry),
+        };
+        let stack = match self.total_timeout {
+            Some(total) => Optional::On(DeadlineLayer::new(total)?.layer(admitted)),
+            None => Optional::Off(admitted),
         };
         Ok(Client::from_stack(stack))
     }

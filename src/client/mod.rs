@@ -3,6 +3,7 @@
 //! ```text
 //!  caller
 //!    │  deadline (total timeout)     timeout::DeadlineLayer
+//!    │  admission (optional, off)    admission::Admission (client-side throttling)
 //!    │  retry                        retry::Retry (budget, backoff, replay)
 //!    │  balance (P2C)                balance::Balance, fed by a discovery source
 //!    ├─ per endpoint ─────────────

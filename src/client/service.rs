@@ -5,6 +5,7 @@ use tower_service::Service;
 
 use super::optional::Optional;
 use crate::BoxError;
+use crate::admission::{Admission, AdmissionControl};
 use crate::available::Always;
 use crate::balance::Balance;
 use crate::breaker::{Breaker, State};
@@ -22,9 +23,10 @@ pub type EndpointStack<S, C> = Optional<Breaker<TryStack<S>, C>, Always<TryStack
 
 type Balanced<S, C> = Balance<EndpointStack<S, C>, C>;
 type RetryStack<S, C, R> = Optional<Retry<Balanced<S, C>, C, R>, Balanced<S, C>>;
-type Stack<S, C, R> = Optional<WithDeadline<RetryStack<S, C, R>>, RetryStack<S, C, R>>;
+type AdmissionStack<S, C, R> = Optional<Admission<RetryStack<S, C, R>, C>, RetryStack<S, C, R>>;
+type Stack<S, C, R> = Optional<WithDeadline<AdmissionStack<S, C, R>>, AdmissionStack<S, C, R>>;
 
-/// The composed client: deadline → retry → balance → per endpoint [breaker → per-try timeout →
+/// The composed client: deadline → admission (optional) → retry → balance → per endpoint [breaker → per-try timeout →
 /// connection]. Built by [`ClientBuilder`](super::ClientBuilder).
 ///
 /// `Client` is `Clone + Send + Sync` (when its parts are): clone it into every task. Clones share
@@ -74,12 +76,25 @@ impl<S, C, R> Client<S, C, R> {
         Self { stack }
     }
 
-    /// The retry layer (or the balancer, when retries are off), under the deadline.
-    fn retry_stack(&self) -> &RetryStack<S, C, R> {
+    /// The admission layer (or the retry layer, when admission is off), under the deadline.
+    fn admission_stack(&self) -> &AdmissionStack<S, C, R> {
         match &self.stack {
             Optional::On(deadline) => deadline.get_ref(),
+            Optional::Off(admission) => admission,
+        }
+    }
+
+    /// The retry layer (or the balancer, when retries are off), under the deadline and admission.
+    fn retry_stack(&self) -> &RetryStack<S, C, R> {
+        match self.admission_stack() {
+            Optional::On(admission) => admission.get_ref(),
             Optional::Off(retry) => retry,
         }
+    }
+
+    /// The admission controller, when admission control is on.
+    pub fn admission(&self) -> Option<&AdmissionControl> {
+        self.admission_stack().on().map(|a| a.control())
     }
 
     /// The balancer, under the deadline and retry layers.

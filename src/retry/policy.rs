@@ -308,7 +308,8 @@ impl<C, R> Shared<C, R> {
         R: Replay<Req>,
     {
         let p = &self.policy;
-        if c.class() != Class::Retryable {
+        // A nack (refused before any work, class `Ignorable`) is requeued like an unsent failure.
+        if c.class() != Class::Retryable && !c.is_nack() {
             return None;
         }
         let template = template?;

@@ -387,3 +387,59 @@ async fn metrics_count_retries_requeues_and_exhaustion() {
     assert_eq!(counters["meshwork_retry_budget_exhausted_total"], 1);
     assert_eq!(counters["meshwork_retry_body_too_large_total"], 0);
 }
+
+/// A replay that says no request is idempotent (a POST): only unsent failures and nacks may be
+/// sent again.
+#[derive(Clone, Copy, Debug)]
+struct NeverIdempotent;
+
+impl Replay<&'static str> for NeverIdempotent {
+    fn replay(&self, req: &&'static str) -> Result<&'static str, NotReplayable> {
+        Ok(req)
+    }
+    fn is_idempotent(&self, _: &&'static str) -> bool {
+        false
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nack_is_requeued_even_when_not_idempotent() {
+    let post = policy().replay(NeverIdempotent);
+    let (join, mut handle) = spawn_call(RetryLayer::new(post), "post");
+    fail(&mut handle, crate::limit::Nacked::new()).await;
+    fail(&mut handle, crate::limit::Nacked::new()).await;
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, "post");
+    send.send_response("ok");
+    assert_eq!(join.await.unwrap().unwrap(), "ok");
+
+    // A failure that may have reached the server is not retried for a POST.
+    let post = policy().replay(NeverIdempotent);
+    let (join, mut handle) = spawn_call(RetryLayer::new(post), "post");
+    fail(&mut handle, "reset").await;
+    assert_eq!(join.await.unwrap().unwrap_err().to_string(), "reset");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nack_requeues_stop_at_max_requeues_and_draw_on_the_budget() {
+    let budget = RetryBudget::builder()
+        .min_retries_per_sec(0)
+        .retry_ratio(0.0)
+        .build()
+        .unwrap();
+    let (join, mut handle) = spawn_call(RetryLayer::new(policy().budget(budget)), "req");
+    fail(&mut handle, crate::limit::Nacked::new()).await;
+    // An empty budget: the nack is returned as it is.
+    let err = join.await.unwrap().unwrap_err();
+    assert!(err.is::<crate::limit::Nacked>());
+
+    let (join, mut handle) = spawn_call(RetryLayer::new(policy().max_requeues(1)), "req");
+    fail(&mut handle, crate::limit::Nacked::new()).await;
+    fail(&mut handle, crate::limit::Nacked::new()).await;
+    assert!(
+        join.await
+            .unwrap()
+            .unwrap_err()
+            .is::<crate::limit::Nacked>()
+    );
+}
