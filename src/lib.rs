@@ -59,6 +59,7 @@
 //! | `dns` | DNS discovery |
 //! | `file` | watched-file discovery |
 //! | `etcd` | etcd v3 discovery and registration |
+//! | `tls` | TLS and mutual TLS for the HTTP client, a TLS listener with workload identity (SPIFFE), certificate rotation ([`tls`]) |
 //!
 //! [tower]: https://docs.rs/tower
 
@@ -83,6 +84,8 @@ pub mod rng;
 mod sync;
 pub mod telemetry;
 pub mod timeout;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod util;
 
 pub use crate::error::{BoxError, ConfigError, find_cause, is_caused_by};

@@ -108,6 +108,10 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 
 /// The HTTP-specific part of [`classify_error`].
 pub(super) fn classify_http_error(e: &(dyn Error + 'static)) -> Option<Classification> {
+    if e.is::<crate::http::TlsNotConfigured>() {
+        // The caller asked for TLS where none is configured: not the endpoint's failure.
+        return Some(Classification::ignorable());
+    }
     if let Some(err) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
         if err.is_connect() {
             return Some(Classification::retryable().unsent());

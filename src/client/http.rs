@@ -47,6 +47,8 @@ pub struct HttpClientBuilder {
     stack: ClientBuilder<HttpClassify, HttpReplay>,
     connect: ConnectConfig,
     replay_limit: usize,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for HttpClientBuilder {
@@ -69,6 +71,8 @@ impl HttpClientBuilder {
                 .replay(HttpReplay::new()),
             connect: ConnectConfig::new(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -89,6 +93,21 @@ impl HttpClientBuilder {
     pub fn replay_limit(mut self, limit: usize) -> Self {
         self.replay_limit = limit;
         self
+    }
+
+    /// Connects to every endpoint over TLS (feature `tls`): `tls`'s trust bundle, client
+    /// certificate (mutual TLS) and expected server identity, ALPN after the connect config's
+    /// HTTP version. `https` URIs are refused without it. See [`crate::tls`].
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if connections are TLS (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn get_tls(&self) -> Option<&crate::tls::ClientTls> {
+        self.tls.as_ref()
     }
 
     /// The body replay limit.
@@ -115,9 +134,17 @@ impl HttpClientBuilder {
         E: Into<BoxError>,
     {
         let connect = self.connect;
+        #[cfg(feature = "tls")]
+        let tls = self.tls;
         let client = self.stack.build(discover, move |ep: &Endpoint| {
-            PropagateDeadlineLayer::new()
-                .layer(FirstFrameLayer::new().layer(connect.endpoint::<ReplayBody<B>>(ep.addr())))
+            #[cfg(feature = "tls")]
+            let endpoint = match &tls {
+                Some(tls) => connect.tls_endpoint::<ReplayBody<B>>(ep.addr(), tls),
+                None => connect.endpoint::<ReplayBody<B>>(ep.addr()),
+            };
+            #[cfg(not(feature = "tls"))]
+            let endpoint = connect.endpoint::<ReplayBody<B>>(ep.addr());
+            PropagateDeadlineLayer::new().layer(FirstFrameLayer::new().layer(endpoint))
         })?;
         Ok(HttpClient {
             client,

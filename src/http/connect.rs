@@ -14,6 +14,45 @@ use tower_service::Service;
 
 use crate::{BoxError, ConfigError};
 
+/// The transport under hyper: TCP, and with the `tls` feature TCP then TLS when configured.
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+#[cfg(feature = "tls")]
+type Connector = crate::tls::connect::Connector;
+
+/// An `https` request to an endpoint that has no TLS configured: it is refused rather than sent in
+/// cleartext.
+///
+/// TLS needs the `tls` feature and a [`ClientTls`](crate::tls::ClientTls) on the client
+/// ([`HttpClientBuilder::tls`](crate::client::HttpClientBuilder::tls)). Classified as ignorable
+/// (a mistake of the caller, not a failure of the endpoint) and never retried.
+///
+/// ```
+/// use meshwork::http::TlsNotConfigured;
+///
+/// assert!(TlsNotConfigured::new().to_string().contains("cleartext"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsNotConfigured(());
+
+impl TlsNotConfigured {
+    /// The error.
+    pub const fn new() -> Self {
+        Self(())
+    }
+}
+
+impl std::fmt::Display for TlsNotConfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "`https` URI but this client has no TLS configured (feature `tls`, \
+             `HttpClientBuilder::tls`): refusing to send it in cleartext",
+        )
+    }
+}
+
+impl std::error::Error for TlsNotConfigured {}
+
 /// Which HTTP version to speak to an endpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum HttpVersion {
@@ -122,17 +161,58 @@ impl ConnectConfig {
         self.connect_timeout
     }
 
-    /// Builds the connection service for one endpoint: its own connection pool.
+    /// Builds the connection service for one endpoint: its own connection pool, plain TCP. An
+    /// `https` request through it fails with [`TlsNotConfigured`].
     pub fn endpoint<B>(&self, addr: SocketAddr) -> HttpEndpoint<B>
     where
         B: http_body::Body + Send + 'static + Unpin,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        connector.set_nodelay(self.nodelay);
-        connector.enforce_http(true);
+        self.build_endpoint(
+            addr,
+            |http| {
+                #[cfg(feature = "tls")]
+                let http = Connector::new(http, None);
+                http
+            },
+            false,
+        )
+    }
+
+    /// Builds the connection service for one endpoint over TLS (feature `tls`): every connection
+    /// is TLS with `tls`'s trust bundle, client certificate and expected server identity, ALPN
+    /// after [`version`](Self::version); the request's scheme does not matter.
+    #[cfg(feature = "tls")]
+    pub fn tls_endpoint<B>(&self, addr: SocketAddr, tls: &crate::tls::ClientTls) -> HttpEndpoint<B>
+    where
+        B: http_body::Body + Send + 'static + Unpin,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let h2 = self.version == HttpVersion::Http2;
+        self.build_endpoint(
+            addr,
+            |http| Connector::new(http, Some((tls.clone(), addr, h2))),
+            true,
+        )
+    }
+
+    fn build_endpoint<B>(
+        &self,
+        addr: SocketAddr,
+        connector: impl FnOnce(HttpConnector) -> Connector,
+        tls: bool,
+    ) -> HttpEndpoint<B>
+    where
+        B: http_body::Body + Send + 'static + Unpin,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(self.nodelay);
+        http.enforce_http(true);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(self.pool_idle_timeout)
@@ -143,8 +223,9 @@ impl ConnectConfig {
         let authority =
             Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         HttpEndpoint {
-            client: builder.build(connector),
+            client: builder.build(connector(http)),
             authority,
+            tls,
         }
     }
 }
@@ -155,12 +236,16 @@ impl ConnectConfig {
 /// The request keeps its path and query; its scheme and authority are replaced by the endpoint's.
 /// The logical destination is kept in the `Host` header: a request for `http://users/list` goes to
 /// `http://10.0.0.7:8080/list` with `Host: users` (an existing `Host` header is left as it is).
+/// User info (`user:pass@`) is never copied into `Host`. An `https` request fails with
+/// [`TlsNotConfigured`] unless the endpoint was built with
+/// [`tls_endpoint`](ConnectConfig::tls_endpoint): nothing meant for TLS is sent in cleartext.
 /// Errors are boxed; hyper-util's connect errors classify as *unsent* (see
 /// [`classify_error`](crate::classify::classify_error)).
 #[derive(Debug)]
 pub struct HttpEndpoint<B> {
-    client: Client<HttpConnector, B>,
+    client: Client<Connector, B>,
     authority: Authority,
+    tls: bool,
 }
 
 impl<B> Clone for HttpEndpoint<B> {
@@ -168,6 +253,7 @@ impl<B> Clone for HttpEndpoint<B> {
         Self {
             client: self.client.clone(),
             authority: self.authority.clone(),
+            tls: self.tls,
         }
     }
 }
@@ -177,9 +263,7 @@ impl<B> HttpEndpoint<B> {
         // Take the URI out rather than clone it: it is rebuilt below from its own parts.
         let uri = std::mem::take(req.uri_mut());
         if !req.headers().contains_key(HOST)
-            && let Some(host) = uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            && let Some(host) = uri.authority().and_then(host_without_userinfo)
         {
             req.headers_mut().insert(HOST, host);
         }
@@ -191,6 +275,16 @@ impl<B> HttpEndpoint<B> {
         }
         *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are all set");
     }
+}
+
+/// The `Host` value of an authority: `host[:port]`, without any `user:pass@`.
+fn host_without_userinfo(authority: &Authority) -> Option<HeaderValue> {
+    let s = authority.as_str();
+    let host_port = s.rsplit_once('@').map_or(s, |(_, hp)| hp);
+    if host_port.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(host_port).ok()
 }
 
 impl<B> Service<Request<B>> for HttpEndpoint<B>
@@ -209,9 +303,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !self.tls && req.uri().scheme() == Some(&Scheme::HTTPS) {
+            return EndpointFuture {
+                inner: None,
+                refused: Some(TlsNotConfigured::new()),
+            };
+        }
         self.rewrite(&mut req);
         EndpointFuture {
-            inner: self.client.request(req),
+            inner: Some(self.client.request(req)),
+            refused: None,
         }
     }
 }
@@ -221,7 +322,8 @@ pin_project! {
     #[derive(Debug)]
     pub struct EndpointFuture {
         #[pin]
-        inner: HyperFuture,
+        inner: Option<HyperFuture>,
+        refused: Option<TlsNotConfigured>,
     }
 }
 
@@ -229,7 +331,11 @@ impl Future for EndpointFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map_err(Into::into)
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => inner.poll(cx).map_err(Into::into),
+            None => Poll::Ready(Err(this.refused.take().unwrap_or_default().into())),
+        }
     }
 }
 
@@ -260,6 +366,50 @@ mod tests {
         ep.rewrite(&mut req);
         assert_eq!(req.uri(), "http://127.0.0.1:9/only/path");
         assert_eq!(req.headers()[HOST], "svc.local");
+    }
+
+    #[tokio::test]
+    async fn regression_12_10_https_is_never_sent_in_cleartext() {
+        use crate::classify::{Class, Classify, HttpClassify};
+        // A listener that records whether anything at all arrives.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept())
+                .await
+                .is_ok()
+        });
+        let mut ep: HttpEndpoint<Empty<bytes::Bytes>> = ConnectConfig::new().endpoint(addr);
+        let req = Request::get("https://users/secret")
+            .body(Empty::new())
+            .unwrap();
+        let err = ep.call(req).await.unwrap_err();
+        assert!(err.is::<TlsNotConfigured>(), "{err:?}");
+        let c = HttpClassify::new().classify(Err::<&Response<()>, _>(&err));
+        assert_eq!(c.class(), Class::Ignorable, "not the endpoint's failure");
+        assert!(!accepted.await.unwrap(), "nothing was sent to the endpoint");
+    }
+
+    #[test]
+    fn regression_12_10_userinfo_is_stripped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let ep: HttpEndpoint<Empty<bytes::Bytes>> =
+            ConnectConfig::new().endpoint("127.0.0.1:9".parse().unwrap());
+        for (uri, host) in [
+            ("http://user:pass@users:8080/list", "users:8080"),
+            ("http://user@users/list", "users"),
+            ("http://a:b@c@users/list", "users"),
+        ] {
+            let mut req = Request::get(uri).body(Empty::new()).unwrap();
+            ep.rewrite(&mut req);
+            assert_eq!(req.headers()[HOST], host, "{uri}");
+            assert_eq!(req.uri(), "http://127.0.0.1:9/list", "{uri}");
+            assert!(!format!("{:?}", req.headers()).contains("pass"));
+        }
     }
 
     #[tokio::test]

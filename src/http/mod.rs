@@ -46,7 +46,9 @@ mod first_frame;
 mod replay;
 mod retry;
 
-pub use self::connect::{ConnectConfig, EndpointFuture, HttpEndpoint, HttpVersion};
+pub use self::connect::{
+    ConnectConfig, EndpointFuture, HttpEndpoint, HttpVersion, TlsNotConfigured,
+};
 pub use self::first_frame::{FirstFrame, FirstFrameBody, FirstFrameFuture, FirstFrameLayer};
 
 pub use self::deadline::{
