@@ -577,3 +577,54 @@ fn every_transition_is_traced_with_its_reason() {
         assert!(line.contains(level) && line.contains(reason), "{line}");
     }
 }
+
+/// A removed endpoint's breaker leaves the open-breakers gauge: endpoints that share labels (the
+/// default: no per-endpoint label) are counted together, and a dropped breaker no longer counts.
+///
+/// Before the fix, per-endpoint state gauges kept a removed endpoint's last value forever.
+#[cfg(feature = "metrics")]
+#[test]
+fn regression_12_12_the_open_breakers_gauge_forgets_dropped_breakers() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A debugging snapshot resets gauges to zero: keep the running value.
+    let value = std::cell::Cell::new(0.0);
+    let open = || {
+        let delta = snapshotter
+            .snapshot()
+            .into_vec()
+            .iter()
+            .filter(|(k, _, _, _)| k.key().name() == "meshwork_breaker_open")
+            .map(|(k, _, _, v)| {
+                assert!(
+                    k.key().labels().all(|l| l.key() != "endpoint"),
+                    "no endpoint label by default"
+                );
+                match v {
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    _ => f64::NAN,
+                }
+            })
+            .sum::<f64>();
+        value.set(value.get() + delta);
+        value.get()
+    };
+    metrics::with_local_recorder(&recorder, || {
+        paused_runtime().block_on(async {
+            let mut breakers: Vec<_> = (0..3)
+                .map(|_| breaker(trips_once().mode(Mode::FailFast)).0)
+                .collect();
+            for b in &mut breakers[..2] {
+                let _ = call(b, Out::Fail).await;
+            }
+            assert_eq!(open(), 2.0);
+            // Discovery removes an endpoint whose breaker is open: its service is dropped.
+            drop(breakers.remove(0));
+            assert_eq!(open(), 1.0);
+            drop(breakers);
+            assert_eq!(open(), 0.0);
+        });
+    });
+}
