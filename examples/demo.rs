@@ -16,6 +16,8 @@ mod app;
 mod config;
 #[path = "sidecar/headers.rs"]
 mod headers;
+#[path = "sidecar/live_metrics.rs"]
+mod live_metrics;
 #[path = "sidecar/proxy.rs"]
 mod proxy;
 #[path = "sidecar/upstream.rs"]

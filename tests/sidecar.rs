@@ -599,7 +599,7 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         assert_eq!(
             metric(
                 &parsed,
-                "meshwork_breaker_state",
+                "meshwork_sidecar_endpoint_breaker_state",
                 &[("upstream", "default"), ("endpoint", &addr.to_string())]
             ),
             Some(0.0),
@@ -745,15 +745,20 @@ async fn failing_endpoint_is_avoided_then_broken_out() {
     let parsed = parse_prometheus(&text);
     let bad = [("upstream", "lif"), ("endpoint", &*bad2.addr.to_string())];
     assert_eq!(
-        metric(&parsed, "meshwork_breaker_state", &bad),
+        metric(&parsed, "meshwork_sidecar_endpoint_breaker_state", &bad),
         Some(1.0),
         "open: {text}"
+    );
+    assert_eq!(
+        metric(&parsed, "meshwork_breaker_open", &[("upstream", "lif")]),
+        Some(1.0),
+        "{text}"
     );
     let trips: f64 = parsed
         .iter()
         .filter(|(name, labels, _)| {
             name == "meshwork_breaker_trips_total"
-                && bad
+                && bad[..1]
                     .iter()
                     .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
         })
@@ -982,4 +987,68 @@ async fn dns_discovery_and_no_endpoint_503() {
     }
     let (status, _) = get(&sidecar.url("/nowhere/x")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A removed endpoint's series leave `/metrics`: the per-endpoint families are rendered for the
+/// endpoints of the current set only, so endpoint churn never grows the page.
+///
+/// Before the fix (issue 12, defect 12), every endpoint ever seen kept its series (a histogram,
+/// four counters, two gauges) forever.
+#[cfg(feature = "file")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_12_12_a_removed_endpoint_leaves_the_metrics_page() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let both = format!(r#"[{{"addr": "{}"}}, {{"addr": "{}"}}]"#, a.addr, b.addr);
+    let list = sidecar_support::temp_file("endpoints.json", &both);
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "churn"
+        [upstreams.churn]
+        discovery = {{ kind = "file", path = "{}" }}
+        "#,
+        list.display()
+    ))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&sidecar.url("/x")).await.0, StatusCode::OK);
+    }
+    let series = |text: &str, addr: std::net::SocketAddr| {
+        let label = format!("endpoint=\"{addr}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .count()
+    };
+    let page = || async {
+        let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+        String::from_utf8(text.to_vec()).unwrap()
+    };
+    let text = page().await;
+    // 4 classes + 12 buckets + sum + count + in flight + breaker state.
+    assert_eq!(series(&text, a.addr), 20, "{text}");
+    assert_eq!(series(&text, b.addr), 20, "{text}");
+
+    // Discovery removes b (an atomic rename, as a deploy tool writes it).
+    let next =
+        sidecar_support::temp_file("endpoints.json", &format!(r#"[{{"addr": "{}"}}]"#, a.addr));
+    std::fs::rename(&next, &list).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = page().await;
+        if series(&text, b.addr) == 0 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b is still listed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(series(&text, a.addr), 20, "{text}");
+    assert!(!text.contains(&b.addr.to_string()), "{text}");
+    for _ in 0..5 {
+        assert_eq!(get(&sidecar.url("/x")).await.0, StatusCode::OK);
+    }
+    let _ = std::fs::remove_file(&list);
 }

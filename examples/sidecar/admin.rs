@@ -14,6 +14,12 @@
 //! | `meshwork_sidecar_requests_total` | counter | `upstream`, `endpoint`, `class` | forwarded tries (first tries, retries and requeues) by outcome class (`success`, `retryable`, `non_retryable`, `ignorable`, by `HttpClassify`) |
 //! | `meshwork_sidecar_request_duration_seconds` | histogram | `upstream`, `endpoint` | one try's time until the first response body frame (or the failure) |
 //! | `meshwork_sidecar_endpoint_in_flight` | gauge | `upstream`, `endpoint` | tries in flight, until their response body ends |
+//! | `meshwork_sidecar_endpoint_breaker_state` | gauge | `upstream`, `endpoint` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
+//!
+//! The four per-endpoint families above are rendered at scrape time for the endpoints in the
+//! current sets only: a series disappears when discovery removes its endpoint, so endpoint churn
+//! never grows the page (see `live_metrics`). Every other series is per upstream or global, a
+//! set bounded by the configuration.
 //! | `meshwork_sidecar_refused_total` | counter | `status` | requests the proxy refused itself (400, 404, 405, 413, 421), never forwarded |
 //!
 //! A try cut off by the per-try timeout or the deadline is not counted by class (it has no
@@ -29,8 +35,8 @@
 //! | `meshwork_balance_endpoints` | `upstream` | endpoints in the balancer's set |
 //! | `meshwork_balance_no_endpoints_total` | `upstream` | requests answered 503: no endpoint available within `balancer.max_wait` |
 //! | `meshwork_balance_discovery_errors_total` | `upstream` | failed discovery answers (the last good endpoints stay) |
-//! | `meshwork_breaker_state` | `upstream`, `endpoint` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
-//! | `meshwork_breaker_trips_total`, `meshwork_breaker_probes_total` | `upstream`, `endpoint`, `reason` / `outcome` | breaker openings; half-open probes |
+//! | `meshwork_breaker_open` | `upstream` | endpoints whose breaker is not closed (a removed endpoint no longer counts) |
+//! | `meshwork_breaker_trips_total`, `meshwork_breaker_probes_total` | `upstream`, `reason` / `outcome` | breaker openings; half-open probes, over the upstream's endpoints |
 //! | `meshwork_discovery_*`, `meshwork_etcd_*` | `upstream` (and `source`, `prefix`) | the discovery source's own counters |
 
 use std::convert::Infallible;
@@ -104,7 +110,11 @@ impl AdminState {
         }
         match req.uri().path() {
             "/metrics" => {
-                let mut res = text(StatusCode::OK, self.metrics.render());
+                let mut page = self.metrics.render();
+                // Per-endpoint families, for the endpoints of the current sets only.
+                let live: Vec<_> = self.upstreams.iter().flat_map(|u| u.view.live()).collect();
+                crate::live_metrics::render(&live, &mut page);
+                let mut res = text(StatusCode::OK, page);
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -24,6 +24,7 @@ mod admin;
 mod app;
 mod config;
 mod headers;
+mod live_metrics;
 mod proxy;
 mod upstream;
 

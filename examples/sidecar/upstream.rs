@@ -33,7 +33,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -43,7 +43,7 @@ use http_body_util::combinators::BoxBody;
 use meshwork::backoff::Backoff;
 use meshwork::balance::load::{LeastInFlight, PeakEwma};
 use meshwork::breaker::{BreakerConfig, State};
-use meshwork::classify::{Class, Classify, HttpClassify};
+use meshwork::classify::{Classify, HttpClassify};
 use meshwork::client::{Client, ClientBuilder};
 use meshwork::discover::{BoxDiscover, Endpoint, Static};
 use meshwork::http::{
@@ -53,12 +53,12 @@ use meshwork::http::{
 use meshwork::retry::{RetryBudget, RetryPolicy};
 use meshwork::telemetry::MetricLabels;
 use meshwork::{BoxError, ConfigError, balance};
-use metrics::{Counter, Gauge, Histogram};
 use pin_project_lite::pin_project;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::config::{Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
+use crate::live_metrics::{EndpointMetrics, Live, Registry};
 
 /// The body type on both sides of the proxy: streamed, never buffered whole.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -93,6 +93,9 @@ pub struct EndpointStatus {
 pub trait EndpointsView: Send + Sync + 'static {
     /// Every current endpoint.
     fn endpoints(&self) -> Vec<EndpointStatus>;
+
+    /// Every current endpoint with its live metrics, for `/metrics` (see `live_metrics`).
+    fn live(&self) -> Vec<Live>;
 }
 
 /// One configured upstream, ready to forward to.
@@ -136,9 +139,9 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     let labels = MetricLabels::new().with("upstream", name.to_owned());
 
     let t = &config.timeouts;
-    // Per-endpoint breaker series: `/metrics` shows each endpoint's breaker state.
+    // No per-endpoint labels on the library's series (they would outlive removed endpoints): the
+    // admin listener renders each current endpoint's breaker state itself (`live_metrics`).
     let mut stack = ClientBuilder::new()
-        .endpoint_labels(true)
         .total_timeout(t.total.0)
         .map_err(field(
             format!("{p}.timeouts"),
@@ -257,15 +260,20 @@ pub async fn build(
     }
     let source = discovery(name, &config.discovery).await?;
     let upstream: Arc<str> = Arc::from(name);
-    let metrics_name = upstream.clone();
+    let registry = Arc::new(Registry::default());
+    let make_registry = registry.clone();
     let client: UpstreamClient = stack
         .build(source, move |ep: &Endpoint| {
             let connection = PropagateDeadlineLayer::new()
                 .layer(FirstFrameLayer::new().layer(connect.endpoint::<TryBody>(ep.addr())));
-            Instrument::new(connection, EndpointMetrics::new(&metrics_name, ep.addr()))
+            Instrument::new(connection, make_registry.make(ep.addr()))
         })
         .map_err(|e| format!("upstreams.{name}: {e}"))?;
-    let view = Arc::new(View(client.clone()));
+    let view = Arc::new(View {
+        client: client.clone(),
+        upstream: upstream.clone(),
+        registry,
+    });
     let service = client.map_request(move |mut req: Request<ProxyBody>| {
         *req.version_mut() = version;
         req.map(|body| ReplayBody::with_limit(body, replay_limit))
@@ -355,13 +363,37 @@ async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxErr
     }
 }
 
-/// `/endpoints` from the balancer's own view: load, breaker state, in-flight count.
-struct View(UpstreamClient);
+/// `/endpoints` and the per-endpoint part of `/metrics` from the balancer's own view: load,
+/// breaker state, in-flight count, and the endpoint's live metrics.
+struct View {
+    client: UpstreamClient,
+    upstream: Arc<str>,
+    registry: Arc<Registry>,
+}
 
 impl EndpointsView for View {
+    fn live(&self) -> Vec<Live> {
+        let mut list: Vec<Live> = self
+            .client
+            .endpoints()
+            .into_iter()
+            .filter_map(|e| {
+                let addr = e.endpoint?.addr();
+                Some(Live {
+                    upstream: self.upstream.clone(),
+                    addr,
+                    breaker: e.breaker.map(State::gauge_value),
+                    metrics: self.registry.get(addr)?,
+                })
+            })
+            .collect();
+        list.sort_by_key(|l| l.addr);
+        list
+    }
+
     fn endpoints(&self) -> Vec<EndpointStatus> {
         let mut list: Vec<EndpointStatus> = self
-            .0
+            .client
             .endpoints()
             .into_iter()
             .filter_map(|e| {
@@ -388,58 +420,12 @@ fn state_name(state: State) -> &'static str {
     }
 }
 
-/// Metric handles of one endpoint, made once when discovery adds it.
-struct EndpointMetrics {
-    in_flight: AtomicU64,
-    in_flight_gauge: Gauge,
-    by_class: [Counter; 4],
-    latency: Histogram,
-}
-
-impl EndpointMetrics {
-    fn new(upstream: &str, addr: SocketAddr) -> Arc<Self> {
-        let labels = |class: &'static str| {
-            [
-                ("upstream", upstream.to_owned()),
-                ("endpoint", addr.to_string()),
-                ("class", class.to_owned()),
-            ]
-        };
-        let ep = [
-            ("upstream", upstream.to_owned()),
-            ("endpoint", addr.to_string()),
-        ];
-        Arc::new(Self {
-            in_flight: AtomicU64::new(0),
-            in_flight_gauge: metrics::gauge!("meshwork_sidecar_endpoint_in_flight", &ep),
-            by_class: [
-                metrics::counter!("meshwork_sidecar_requests_total", &labels("success")),
-                metrics::counter!("meshwork_sidecar_requests_total", &labels("retryable")),
-                metrics::counter!("meshwork_sidecar_requests_total", &labels("non_retryable")),
-                metrics::counter!("meshwork_sidecar_requests_total", &labels("ignorable")),
-            ],
-            latency: metrics::histogram!("meshwork_sidecar_request_duration_seconds", &ep),
-        })
-    }
-
-    fn record(&self, class: Class) {
-        let i = match class {
-            Class::Success => 0,
-            Class::Retryable => 1,
-            Class::NonRetryable => 2,
-            Class::Ignorable => 3,
-        };
-        self.by_class[i].increment(1);
-    }
-}
-
 /// Counts a request in flight until dropped (with the response body, or the failed future).
 struct InFlight(Arc<EndpointMetrics>);
 
 impl InFlight {
     fn start(m: Arc<EndpointMetrics>) -> Self {
         m.in_flight.fetch_add(1, Ordering::Relaxed);
-        m.in_flight_gauge.increment(1.0);
         Self(m)
     }
 }
@@ -447,7 +433,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.in_flight_gauge.decrement(1.0);
     }
 }
 
@@ -512,7 +497,7 @@ where
         let result = std::task::ready!(this.inner.poll(cx));
         let guard = this.guard.take().expect("polled after completion");
         let m = &guard.0;
-        m.latency.record(this.start.elapsed().as_secs_f64());
+        m.observe(this.start.elapsed());
         m.record(HttpClassify::new().classify(result.as_ref()).class());
         Poll::Ready(result.map(|res| {
             res.map(|body| {
