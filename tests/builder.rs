@@ -34,3 +34,16 @@ async fn plain_request_gets_the_total_timeout_beside_it() {
     assert!(meshwork::is_caused_by::<DeadlineExceeded>(&*err), "{err}");
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn total_timeout_2ns_is_rejected() {
+    let endpoints = Static::new([Endpoint::new("127.0.0.1:7001".parse().unwrap())]);
+    let err = ClientBuilder::new()
+        .total_timeout(Duration::from_nanos(2))
+        .unwrap()
+        .build(endpoints, |_: &Endpoint| {
+            tower::service_fn(|_: Req| async { Ok::<_, BoxError>(()) })
+        })
+        .unwrap_err();
+    assert_eq!(err.field(), "per_try_timeout");
+}

@@ -269,6 +269,13 @@ impl<C, R> ClientBuilder<C, R> {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if self.get_per_try_timeout() == Some(Duration::ZERO) {
+            // Only a derived value can be zero (a set one is checked by its setter).
+            return Err(ConfigError::new(
+                "per_try_timeout",
+                "derived from `total_timeout` (a third of it) is zero: set a longer total or a per-try timeout",
+            ));
+        }
         if let (Some(total), Some(try_)) = (self.total_timeout, self.get_per_try_timeout())
             && try_ > total
         {
