@@ -51,7 +51,6 @@ use meshwork::BoxError;
 use meshwork::client::ClientBuilder;
 use meshwork::discover::{Endpoint, Static};
 use meshwork::rng::SeedSource;
-use meshwork::timeout::{CarryDeadline, Deadline};
 use rand::RngExt;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
@@ -82,20 +81,9 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Log-normal shape of the healthy latencies.
 const SIGMA: f64 = 0.5;
 
-/// The request: it carries a deadline so the meshwork stack can bound retries by it.
+/// The request: a plain `Clone` type (the meshwork stack's deadline travels beside it).
 #[derive(Clone, Debug, Default)]
-struct Req {
-    deadline: Option<Deadline>,
-}
-
-impl CarryDeadline for Req {
-    fn deadline(&self) -> Option<Deadline> {
-        self.deadline
-    }
-    fn set_deadline(&mut self, deadline: Deadline) {
-        self.deadline = Some(deadline);
-    }
-}
+struct Req;
 
 /// What endpoint 0 does wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,7 +286,7 @@ where
         tasks.spawn(async move {
             let res = tokio::time::timeout(CLIENT_TIMEOUT, async {
                 svc.ready().await.map_err(Into::into)?;
-                svc.call(Req::default()).await.map_err(Into::into)
+                svc.call(Req).await.map_err(Into::into)
             })
             .await;
             Sample {
@@ -346,7 +334,7 @@ async fn run(strategy: Strategy, fault: Fault, args: &Args, log: &Arc<EndpointLo
                 .and_then(|b| b.per_try_timeout(Duration::from_millis(args.per_try_timeout_ms)))
                 .expect("valid timeouts")
                 .seed(seeds)
-                .build::<_, _, _, _, Req>(
+                .build(
                     Static::new((0..ENDPOINTS).map(|i| Endpoint::new(addr(i)))),
                     move |ep: &Endpoint| endpoints[usize::from(ep.addr().port() - 20_000)].clone(),
                 )

@@ -12,7 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use meshwork::BoxError;
-use meshwork::client::{ClientBuilder, HttpClient, HttpClientBuilder};
+use meshwork::client::{ClientBuilder, HttpClientBuilder};
 use meshwork::discover::{Endpoint, Static};
 use tokio::net::TcpListener;
 
@@ -54,7 +54,7 @@ async fn main() -> Result<(), BoxError> {
             .chain([&broken])
             .map(|addr| Endpoint::new(*addr)),
     );
-    let client: HttpClient = HttpClientBuilder::with_stack(
+    let client = HttpClientBuilder::with_stack(
         ClientBuilder::new()
             .total_timeout(Duration::from_secs(2))?
             .per_try_timeout(Duration::from_millis(500))?,

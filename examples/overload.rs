@@ -39,7 +39,6 @@ use meshwork::client::ClientBuilder;
 use meshwork::discover::{Endpoint, Static};
 use meshwork::limit::{LimitConfig, LimitLayer, Nacked};
 use meshwork::rng::{SeedSource, SmallRng};
-use meshwork::timeout::{CarryDeadline, Deadline};
 use rand::{RngExt, SeedableRng};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
@@ -73,17 +72,9 @@ fn load_factor(t: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // The request.
 
+/// A plain `Clone` request (the stack's deadline travels beside it).
 #[derive(Clone, Debug)]
-struct Req(Option<Deadline>);
-
-impl CarryDeadline for Req {
-    fn deadline(&self) -> Option<Deadline> {
-        self.0
-    }
-    fn set_deadline(&mut self, d: Deadline) {
-        self.0 = Some(d);
-    }
-}
+struct Req;
 
 // ---------------------------------------------------------------------------------------------
 // The backend: workers and a queue.
@@ -311,7 +302,7 @@ async fn run(scenario: Scenario, seed: u64) -> Run {
         tokio::spawn(async move {
             let begin = Instant::now();
             let res = match client.ready().await {
-                Ok(c) => c.call(Req(None)).await,
+                Ok(c) => c.call(Req).await,
                 Err(e) => Err(e),
             };
             let took = begin.elapsed();

@@ -178,7 +178,7 @@ fn invalid_combinations_are_rejected_naming_the_field() {
             .per_try_timeout(Duration::from_secs(2))
             .unwrap(),
     )
-    .build::<http_body_util::Full<bytes::Bytes>, _, _>(empty)
+    .build(empty)
     .unwrap_err();
     assert_eq!(err.field(), "per_try_timeout");
 
@@ -188,7 +188,7 @@ fn invalid_combinations_are_rejected_naming_the_field() {
         .unwrap();
     let empty = meshwork::discover::Static::new(Vec::new());
     let err = HttpClientBuilder::with_stack(ClientBuilder::new().breaker(fail_fast))
-        .build::<http_body_util::Full<bytes::Bytes>, _, _>(empty)
+        .build(empty)
         .unwrap_err();
     assert_eq!(err.field(), "breaker.mode");
 

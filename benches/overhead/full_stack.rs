@@ -11,25 +11,13 @@ use criterion::Criterion;
 use meshwork::client::{Client, ClientBuilder};
 use meshwork::discover::{Endpoint, Static};
 use meshwork::rng::SeedSource;
-use meshwork::timeout::{CarryDeadline, Deadline};
 use tower::{Service, ServiceExt};
 
 use super::{Immediate, one_call};
 
-/// The smallest request that carries a deadline (what the deadline and retry layers need).
+/// The smallest request: a plain `Clone` type (the deadline travels beside it).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Req {
-    deadline: Option<Deadline>,
-}
-
-impl CarryDeadline for Req {
-    fn deadline(&self) -> Option<Deadline> {
-        self.deadline
-    }
-    fn set_deadline(&mut self, deadline: Deadline) {
-        self.deadline = Some(deadline);
-    }
-}
+pub struct Req;
 
 fn addr(i: u32) -> SocketAddr {
     SocketAddr::from((
@@ -46,7 +34,7 @@ async fn client(n: u32) -> Client<Immediate> {
         .and_then(|b| b.per_try_timeout(Duration::from_millis(300)))
         .expect("valid timeouts")
         .seed(SeedSource::from_seed(1))
-        .build::<_, _, _, Immediate, Req>(
+        .build(
             Static::new((0..n).map(|i| Endpoint::new(addr(i)))),
             |_: &Endpoint| Immediate,
         )
@@ -72,7 +60,7 @@ pub fn full_stack(c: &mut Criterion) {
     for n in [10u32, 1_000] {
         let mut svc = rt.block_on(client(n));
         group.bench_function(n.to_string(), |b| {
-            b.iter(|| one_call(&mut svc, black_box(Req::default())).unwrap())
+            b.iter(|| one_call(&mut svc, black_box(Req)).unwrap())
         });
     }
     group.finish();
@@ -98,7 +86,7 @@ fn run_tasks(
                     barrier.wait().await;
                     for _ in 0..share {
                         let ready = ServiceExt::<Req>::ready(&mut svc).await.expect("ready");
-                        ready.call(black_box(Req::default())).await.expect("call");
+                        ready.call(black_box(Req)).await.expect("call");
                     }
                 })
             })

@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use tower_layer::Layer;
-use tower_service::Service;
 
 use super::optional::Optional;
 use super::service::{Client, EndpointStack};
@@ -12,10 +11,10 @@ use crate::balance;
 use crate::breaker::{Breaker, BreakerConfig, Mode};
 use crate::classify::DefaultClassify;
 use crate::discover::{Endpoint, Update};
-use crate::retry::{CloneWithDeadline, Retry, RetryPolicy};
+use crate::retry::{CloneRequest, Retry, RetryPolicy};
 use crate::rng::SeedSource;
 use crate::telemetry::MetricLabels;
-use crate::timeout::{DeadlineLayer, Timeout};
+use crate::timeout::{DeadlineLayer, Timeout, ViaReplay};
 use crate::{BoxError, ConfigError};
 
 /// Composes the whole client stack: see the [module docs](super) for the picture and the defaults.
@@ -24,8 +23,11 @@ use crate::{BoxError, ConfigError};
 /// [`Client`].
 ///
 /// The builder is generic over the classifier `C` (one for every layer: breaker, load, retry) and
-/// over how a request is replayed for a retry, `R` (by default a `Clone` request that carries its
-/// [deadline](crate::timeout::CarryDeadline)).
+/// over how a request is replayed for a retry, `R`, which also says how its deadline travels
+/// ([`Replay::set_deadline`](crate::retry::Replay::set_deadline)). The default, [`CloneRequest`], takes any
+/// `Clone` request type, the deadline travelling beside it
+/// ([`current_deadline`](crate::timeout::current_deadline)); pick
+/// [`CloneWithDeadline`](crate::retry::CloneWithDeadline) for a type that carries it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -40,7 +42,7 @@ use crate::{BoxError, ConfigError};
 /// # Ok::<(), meshwork::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
-pub struct ClientBuilder<C = DefaultClassify, R = CloneWithDeadline> {
+pub struct ClientBuilder<C = DefaultClassify, R = CloneRequest> {
     total_timeout: Option<Duration>,
     per_try_timeout: PerTry,
     retry: Option<RetryPolicy>,
@@ -86,7 +88,7 @@ impl ClientBuilder {
             breaker: Some(BreakerConfig::default()),
             balance: balance::Builder::new(),
             classify: DefaultClassify,
-            replay: CloneWithDeadline,
+            replay: CloneRequest,
             seeds: None,
             labels: MetricLabels::new(),
             endpoint_labels: false,
@@ -267,6 +269,13 @@ impl<C, R> ClientBuilder<C, R> {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if self.get_per_try_timeout() == Some(Duration::ZERO) {
+            // Only a derived value can be zero (a set one is checked by its setter).
+            return Err(ConfigError::new(
+                "per_try_timeout",
+                "derived from `total_timeout` (a third of it) is zero: set a longer total or a per-try timeout",
+            ));
+        }
         if let (Some(total), Some(try_)) = (self.total_timeout, self.get_per_try_timeout())
             && try_ > total
         {
@@ -295,18 +304,14 @@ impl<C, R> ClientBuilder<C, R> {
     ///
     /// Fails when the combination is invalid: a per-try timeout longer than the total, or a breaker
     /// in fail-fast mode.
-    pub fn build<D, E, M, S, Req>(
-        self,
-        discover: D,
-        mut make: M,
-    ) -> Result<Client<S, C, R>, ConfigError>
+    pub fn build<D, E, M, S>(self, discover: D, mut make: M) -> Result<Client<S, C, R>, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,
         E: Into<BoxError>,
         M: FnMut(&Endpoint) -> S + Send + 'static,
-        S: Service<Req> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
+        S: Clone + Send + Sync + 'static,
         C: Clone + Send + Sync + 'static,
+        R: Clone,
     {
         self.check()?;
         let per_try = self.get_per_try_timeout();
@@ -348,6 +353,7 @@ impl<C, R> ClientBuilder<C, R> {
             .labels(labels.clone())
             .build(discover, make_endpoint);
         let admission_classify = classify.clone();
+        let carrier = self.replay.clone();
         let retry = match self.retry {
             Some(policy) => {
                 let policy = policy
@@ -371,7 +377,11 @@ impl<C, R> ClientBuilder<C, R> {
             None => Optional::Off(retry),
         };
         let stack = match self.total_timeout {
-            Some(total) => Optional::On(DeadlineLayer::new(total)?.layer(admitted)),
+            Some(total) => Optional::On(
+                DeadlineLayer::new(total)?
+                    .carrier(ViaReplay(carrier))
+                    .layer(admitted),
+            ),
             None => Optional::Off(admitted),
         };
         Ok(Client::from_stack(stack))

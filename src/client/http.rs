@@ -125,8 +125,32 @@ impl HttpClientBuilder {
         &self.stack
     }
 
-    /// Builds the client over a discovery source of addresses. Must run within a tokio runtime.
-    pub fn build<B, D, E>(self, discover: D) -> Result<HttpClient<B>, ConfigError>
+    /// Builds the client over a discovery source of addresses, for requests with a
+    /// `Full<Bytes>` body (the [`HttpClient`] default). Must run within a tokio runtime.
+    ///
+    /// ```
+    /// use meshwork::client::HttpClientBuilder;
+    /// use meshwork::discover::{Endpoint, Static};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), meshwork::BoxError> {
+    /// let client = HttpClientBuilder::new()
+    ///     .build(Static::new([Endpoint::new("127.0.0.1:8080".parse()?)]))?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build<D, E>(self, discover: D) -> Result<HttpClient, ConfigError>
+    where
+        D: Stream<Item = Result<Update, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.build_with_body(discover)
+    }
+
+    /// Builds the client for requests with another body type `B` (for example a streaming body):
+    /// `.build_with_body::<MyBody, _, _>(discover)`. Must run within a tokio runtime.
+    pub fn build_with_body<B, D, E>(self, discover: D) -> Result<HttpClient<B>, ConfigError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -161,11 +185,11 @@ impl HttpClientBuilder {
 /// kept. Cloning is cheap; clones share endpoints, loads, breakers and the retry budget.
 ///
 /// ```no_run
-/// use meshwork::client::{HttpClient, HttpClientBuilder};
+/// use meshwork::client::HttpClientBuilder;
 /// use meshwork::discover::{Endpoint, Static};
 ///
 /// # async fn run() -> Result<(), meshwork::BoxError> {
-/// let users: HttpClient = HttpClientBuilder::new()
+/// let users = HttpClientBuilder::new()
 ///     .build(Static::new(vec![Endpoint::new("127.0.0.1:8080".parse()?)]))?;
 /// let res = users.get("http://users/list".parse()?).await?;
 /// println!("{}", res.status());

@@ -22,16 +22,11 @@
 //! use std::time::Duration;
 //! use meshwork::client::ClientBuilder;
 //! use meshwork::discover::{Endpoint, Static};
-//! use meshwork::timeout::{CarryDeadline, Deadline};
 //! use tower::{Service, ServiceExt};
 //!
-//! /// A request that carries its deadline.
+//! /// A plain request type: every default works with it (the deadline travels beside it).
 //! #[derive(Clone)]
-//! struct Ping(Option<Deadline>);
-//! impl CarryDeadline for Ping {
-//!     fn deadline(&self) -> Option<Deadline> { self.0 }
-//!     fn set_deadline(&mut self, d: Deadline) { self.0 = Some(d) }
-//! }
+//! struct Ping;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshwork::BoxError> {
@@ -46,7 +41,7 @@
 //!         // The connection: here an in-memory service that answers with its address.
 //!         tower::service_fn(move |_req: Ping| async move { Ok::<_, meshwork::BoxError>(addr) })
 //!     })?;
-//! let answered_by = client.ready().await?.call(Ping(None)).await?;
+//! let answered_by = client.ready().await?.call(Ping).await?;
 //! assert!(answered_by.port() == 7001 || answered_by.port() == 7002);
 //! # Ok(())
 //! # }

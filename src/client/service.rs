@@ -11,8 +11,8 @@ use crate::balance::Balance;
 use crate::breaker::{Breaker, State};
 use crate::classify::DefaultClassify;
 use crate::discover::Endpoint;
-use crate::retry::{CloneWithDeadline, Retry, RetryBudget};
-use crate::timeout::{Timeout, WithDeadline};
+use crate::retry::{CloneRequest, Retry, RetryBudget};
+use crate::timeout::{Timeout, ViaReplay, WithDeadline};
 
 /// One try's bound around an endpoint's connection service.
 pub type TryStack<S> = Optional<Timeout<S>, S>;
@@ -24,14 +24,15 @@ pub type EndpointStack<S, C> = Optional<Breaker<TryStack<S>, C>, Always<TryStack
 type Balanced<S, C> = Balance<EndpointStack<S, C>, C>;
 type RetryStack<S, C, R> = Optional<Retry<Balanced<S, C>, C, R>, Balanced<S, C>>;
 type AdmissionStack<S, C, R> = Optional<Admission<RetryStack<S, C, R>, C>, RetryStack<S, C, R>>;
-type Stack<S, C, R> = Optional<WithDeadline<AdmissionStack<S, C, R>>, AdmissionStack<S, C, R>>;
+type Stack<S, C, R> =
+    Optional<WithDeadline<AdmissionStack<S, C, R>, ViaReplay<R>>, AdmissionStack<S, C, R>>;
 
 /// The composed client: deadline → admission (optional) → retry → balance → per endpoint [breaker → per-try timeout →
 /// connection]. Built by [`ClientBuilder`](super::ClientBuilder).
 ///
 /// `Client` is `Clone + Send + Sync` (when its parts are): clone it into every task. Clones share
 /// the endpoint set, loads, breakers and retry budget; no `Buffer` task sits in front.
-pub struct Client<S, C = DefaultClassify, R = CloneWithDeadline> {
+pub struct Client<S, C = DefaultClassify, R = CloneRequest> {
     stack: Stack<S, C, R>,
 }
 

@@ -73,6 +73,14 @@ impl<B> Replay<Request<ReplayBody<B>>> for HttpReplay {
         req.deadline()
     }
 
+    fn set_deadline(&self, req: &mut Request<ReplayBody<B>>, deadline: Deadline) {
+        req.set_deadline(deadline);
+    }
+
+    fn incoming_budget(&self, req: &Request<ReplayBody<B>>) -> Option<std::time::Duration> {
+        req.incoming_budget()
+    }
+
     fn is_idempotent(&self, req: &Request<ReplayBody<B>>) -> bool {
         is_idempotent(req.method())
     }

@@ -32,9 +32,9 @@ impl fmt::Display for NotReplayable {
 ///
 /// | implementation | requests | deadline | idempotent |
 /// |---|---|---|---|
-/// | [`CloneRequest`] | any `Clone` type | none | always |
+/// | [`CloneRequest`] | any `Clone` type | beside the request | always |
 /// | [`CloneWithDeadline`] | `Clone + CarryDeadline` | from the request | always |
-/// | [`FnReplay`] | any type, with your clone function | none | always |
+/// | [`FnReplay`] | any type, with your clone function | beside the request | always |
 /// | `meshwork::http::HttpReplay` (feature `http`) | `http::Request<ReplayBody<B>>` | from the extensions | by method |
 ///
 /// ```
@@ -62,7 +62,21 @@ pub trait Replay<Req> {
     fn replay(&self, req: &Req) -> Result<Req, NotReplayable>;
 
     /// The request's deadline: no retry and no backoff sleep starts that cannot end before it.
+    /// By default the deadline travelling beside the request
+    /// ([`current_deadline`](crate::timeout::current_deadline)).
     fn deadline(&self, req: &Req) -> Option<Deadline> {
+        let _ = req;
+        crate::timeout::current_deadline()
+    }
+
+    /// Records the deadline the [`ClientBuilder`](crate::client::ClientBuilder)'s total timeout
+    /// gives the request. By default nothing is written: the deadline travels beside the request.
+    fn set_deadline(&self, req: &mut Req, deadline: Deadline) {
+        let _ = (req, deadline);
+    }
+
+    /// The caller's budget from the wire (a deadline header), if the request has one.
+    fn incoming_budget(&self, req: &Req) -> Option<std::time::Duration> {
         let _ = req;
         None
     }
@@ -75,7 +89,9 @@ pub trait Replay<Req> {
     }
 }
 
-/// Replays any `Clone` request by cloning it; no deadline, always idempotent.
+/// Replays any `Clone` request by cloning it; the deadline travels beside it
+/// ([`current_deadline`](crate::timeout::current_deadline)); always idempotent. The default of
+/// [`ClientBuilder`](crate::client::ClientBuilder).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CloneRequest;
 
@@ -95,7 +111,15 @@ impl<Req: Clone + CarryDeadline> Replay<Req> for CloneWithDeadline {
     }
 
     fn deadline(&self, req: &Req) -> Option<Deadline> {
-        req.deadline()
+        req.deadline().or_else(crate::timeout::current_deadline)
+    }
+
+    fn set_deadline(&self, req: &mut Req, deadline: Deadline) {
+        req.set_deadline(deadline);
+    }
+
+    fn incoming_budget(&self, req: &Req) -> Option<std::time::Duration> {
+        req.incoming_budget()
     }
 }
 

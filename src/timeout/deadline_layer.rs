@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use super::future::{Limit, ResponseFuture};
 use super::service::ReadyWait;
-use super::{CarryDeadline, Deadline};
+use super::{Deadline, DeadlineCarrier, InRequest, Scoped};
 use crate::{BoxError, ConfigError};
 
 /// Gives every request a [`Deadline`]: a total timeout over all its tries. See the
@@ -16,7 +16,7 @@ use crate::{BoxError, ConfigError};
 /// The request's deadline is the earliest of:
 /// - `total` after the request arrived (or after its wait for readiness began);
 /// - a deadline already on the request;
-/// - the caller's budget from the wire ([`CarryDeadline::incoming_budget`]), capped by
+/// - the caller's budget from the wire ([`DeadlineCarrier::incoming_budget`]), capped by
 ///   [`max_incoming`](Self::max_incoming), unless [`honor_incoming`](Self::honor_incoming) is off.
 ///
 /// ```
@@ -32,11 +32,16 @@ use crate::{BoxError, ConfigError};
 /// assert_eq!(layer.total(), None);
 /// # Ok::<(), meshwork::ConfigError>(())
 /// ```
+///
+/// The deadline travels in the request by default ([`InRequest`]: `http::Request` and other
+/// [`CarryDeadline`](super::CarryDeadline) types); [`beside`](Self::beside) makes it travel beside
+/// any request type instead (see [`current_deadline`](super::current_deadline)).
 #[derive(Debug, Clone, Copy)]
-pub struct DeadlineLayer {
+pub struct DeadlineLayer<K = InRequest> {
     total: Option<Duration>,
     max_incoming: Option<Duration>,
     honor_incoming: bool,
+    carrier: K,
 }
 
 impl DeadlineLayer {
@@ -47,6 +52,7 @@ impl DeadlineLayer {
                 total: Some(total),
                 max_incoming: None,
                 honor_incoming: true,
+                carrier: InRequest,
             }),
             Err(e) => Err(e),
         }
@@ -60,13 +66,34 @@ impl DeadlineLayer {
                 total: None,
                 max_incoming: Some(max),
                 honor_incoming: true,
+                carrier: InRequest,
             }),
             Err(e) => Err(e),
         }
     }
+}
 
+impl<K> DeadlineLayer<K> {
+    /// The same layer, with the deadline travelling beside the request ([`super::Beside`]): for
+    /// request types that cannot carry it.
+    pub fn beside(self) -> DeadlineLayer<super::Beside> {
+        self.carrier(super::Beside)
+    }
+
+    /// The same layer, with the deadline travelling through `carrier`.
+    pub fn carrier<K2>(self, carrier: K2) -> DeadlineLayer<K2> {
+        DeadlineLayer {
+            total: self.total,
+            max_incoming: self.max_incoming,
+            honor_incoming: self.honor_incoming,
+            carrier,
+        }
+    }
+}
+
+impl<K> DeadlineLayer<K> {
     /// Caps a caller's incoming budget (default: no cap beyond `total`). A zero cap is rejected.
-    pub const fn max_incoming(mut self, max: Duration) -> Result<Self, ConfigError> {
+    pub fn max_incoming(mut self, max: Duration) -> Result<Self, ConfigError> {
         match crate::error::non_zero("max_incoming", max) {
             Ok(max) => {
                 self.max_incoming = Some(max);
@@ -77,13 +104,13 @@ impl DeadlineLayer {
     }
 
     /// Whether a caller's incoming budget may shorten the deadline (default `true`).
-    pub const fn honor_incoming(mut self, yes: bool) -> Self {
+    pub fn honor_incoming(mut self, yes: bool) -> Self {
         self.honor_incoming = yes;
         self
     }
 
     /// The local total, if any.
-    pub const fn total(&self) -> Option<Duration> {
+    pub fn total(&self) -> Option<Duration> {
         self.total
     }
 
@@ -104,13 +131,13 @@ impl DeadlineLayer {
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = WithDeadline<S>;
+impl<S, K: Clone> Layer<S> for DeadlineLayer<K> {
+    type Service = WithDeadline<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         WithDeadline {
             inner,
-            config: *self,
+            config: self.clone(),
             ready: ReadyWait::default(),
         }
     }
@@ -122,34 +149,44 @@ impl<S> Layer<S> for DeadlineLayer {
 /// The wait for readiness counts against the deadline of the request that follows it: the deadline
 /// runs from when that wait began.
 #[derive(Debug)]
-pub struct WithDeadline<S> {
+pub struct WithDeadline<S, K = InRequest> {
     inner: S,
-    config: DeadlineLayer,
+    config: DeadlineLayer<K>,
     ready: ReadyWait,
 }
 
-impl<S: Clone> Clone for WithDeadline<S> {
+impl<S: Clone, K: Clone> Clone for WithDeadline<S, K> {
     fn clone(&self) -> Self {
         self.config.layer(self.inner.clone())
     }
 }
 
-impl<S> WithDeadline<S> {
+impl<S, K> WithDeadline<S, K> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
-impl<S, R> Service<R> for WithDeadline<S>
+impl<S, K, R> Service<R> for WithDeadline<S, K>
 where
     S: Service<R>,
     S::Error: Into<BoxError>,
-    R: CarryDeadline,
+    K: DeadlineCarrier<R>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = Scoped<ResponseFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A successful wait keeps its start for the call that follows: the deadline runs from it.
@@ -163,13 +200,18 @@ where
 
     fn call(&mut self, mut req: R) -> Self::Future {
         let start = self.ready.clear().unwrap_or_else(Instant::now);
-        let budget = self.config.budget(req.incoming_budget());
+        let carrier = &self.config.carrier;
+        let budget = self.config.budget(carrier.incoming_budget(&req));
         let mut deadline = Deadline::at(start.checked_add(budget).unwrap_or_else(far_future));
-        if let Some(outer) = req.deadline() {
+        if let Some(outer) = carrier.deadline(&req) {
             deadline = deadline.min(outer);
         }
-        req.set_deadline(deadline);
-        ResponseFuture::new(self.inner.call(req), deadline.instant(), Limit::Deadline)
+        carrier.set_deadline(&mut req, deadline);
+        let fut = super::sync_scope(deadline, || self.inner.call(req));
+        super::scope(
+            deadline,
+            ResponseFuture::new(fut, deadline.instant(), Limit::Deadline),
+        )
     }
 }
 

@@ -8,7 +8,7 @@
 //!   [`Elapsed`], which the [classifier](crate::classify) counts as a retryable failure.
 //! - [`DeadlineLayer`] bounds **the whole request**, all retries and backoff sleeps included. It
 //!   records the request's [`Deadline`] in the request itself (through [`CarryDeadline`]; for HTTP,
-//!   in the request's extensions), so inner layers see the time left: the retry layer never starts a
+//!   in the request's extensions) or beside it ([`Beside`], [`current_deadline`], for any request type), so inner layers see the time left: the retry layer never starts a
 //!   try or a sleep that cannot finish in time. A request that runs out fails with
 //!   [`DeadlineExceeded`], which is not retryable. A deadline already on the request (set by an outer
 //!   layer, or by the caller) is never lengthened, only shortened.
@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+mod carry;
 mod deadline;
 mod deadline_layer;
 mod error;
@@ -45,6 +46,8 @@ mod future;
 mod layer;
 mod service;
 
+pub use self::carry::{Beside, DeadlineCarrier, InRequest, Scoped, ViaReplay, current_deadline};
+pub(crate) use self::carry::{scope, sync_scope};
 pub use self::deadline::{CarryDeadline, Deadline};
 pub use self::deadline_layer::{DeadlineLayer, WithDeadline};
 pub use self::error::{DeadlineExceeded, Elapsed};
