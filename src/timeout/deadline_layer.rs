@@ -164,18 +164,13 @@ where
     fn call(&mut self, mut req: R) -> Self::Future {
         let start = self.ready.clear().unwrap_or_else(Instant::now);
         let budget = self.config.budget(req.incoming_budget());
-        let mut deadline = Deadline::at(start.checked_add(budget).unwrap_or_else(far_future));
+        let mut deadline = Deadline::at(crate::util::deadline_after(start, budget));
         if let Some(outer) = req.deadline() {
             deadline = deadline.min(outer);
         }
         req.set_deadline(deadline);
         ResponseFuture::new(self.inner.call(req), deadline.instant(), Limit::Deadline)
     }
-}
-
-/// An instant far enough away to mean "never" (about 30 years), as tokio does.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 #[cfg(test)]
