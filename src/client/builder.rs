@@ -15,7 +15,7 @@ use crate::discover::{Endpoint, Update};
 use crate::retry::{CloneWithDeadline, Retry, RetryPolicy};
 use crate::rng::SeedSource;
 use crate::telemetry::MetricLabels;
-use crate::timeout::{DeadlineLayer, Timeout};
+use crate::timeout::{DeadlineLayer, Timeout, TryDeadline};
 use crate::{BoxError, ConfigError};
 
 /// Composes the whole client stack: see the [module docs](super) for the picture and the defaults.
@@ -323,7 +323,7 @@ impl<C, R> ClientBuilder<C, R> {
         let make_endpoint = move |ep: &Endpoint| -> EndpointStack<S, C> {
             let svc = make(ep);
             let svc = match per_try {
-                Some(t) => Optional::On(Timeout::from_parts(svc, t)),
+                Some(t) => Optional::On(Timeout::from_parts(TryDeadline::new(svc, t), t)),
                 None => Optional::Off(svc),
             };
             match &breaker {

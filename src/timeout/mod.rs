@@ -44,6 +44,7 @@ mod error;
 mod future;
 mod layer;
 mod service;
+mod try_deadline;
 
 pub use self::deadline::{CarryDeadline, Deadline};
 pub use self::deadline_layer::{DeadlineLayer, WithDeadline};
@@ -51,3 +52,4 @@ pub use self::error::{DeadlineExceeded, Elapsed};
 pub use self::future::ResponseFuture;
 pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;
+pub use self::try_deadline::TryDeadline;
