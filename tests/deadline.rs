@@ -235,3 +235,59 @@ async fn readiness_wait_counts_against_the_deadline() {
     send.send_response(());
     fut.await.unwrap();
 }
+
+/// Through `HttpClient` against a real hyper server on 127.0.0.1: with a 15 s total and a 5 s
+/// per-try timeout, the upstream is told at most 5 s (the try is abandoned then), not 15 s.
+#[tokio::test]
+async fn regression_12_08_deadline_header_carries_the_per_try_timeout() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use meshwork::client::{ClientBuilder, HttpClient, HttpClientBuilder};
+    use meshwork::discover::{Endpoint, Static};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let header = req
+                            .headers()
+                            .get(DEADLINE_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("none")
+                            .to_owned();
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(header))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+
+    let stack = ClientBuilder::new()
+        .total_timeout(Duration::from_secs(15))
+        .unwrap()
+        .per_try_timeout(Duration::from_secs(5))
+        .unwrap();
+    let client: HttpClient = HttpClientBuilder::with_stack(stack)
+        .build(Static::new([Endpoint::new(addr)]))
+        .unwrap();
+    let res = client
+        .get("http://upstream/".parse().unwrap())
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let ms: u64 = std::str::from_utf8(&body)
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no deadline header: {body:?}"));
+    assert!(ms <= 5000, "the upstream was told {ms} ms for a 5 s try");
+    assert!(ms >= 4000, "{ms} ms");
+    server.abort();
+}

@@ -274,7 +274,7 @@ impl AdmissionControl {
     pub fn record(&self, c: Classification) {
         let accepted = match c.class() {
             Class::Success => true,
-            Class::Ignorable if !c.is_nack() => return,
+            Class::Ignorable if !c.is_nack() && !c.is_throttled() => return,
             _ => false,
         };
         self.inner

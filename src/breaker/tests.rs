@@ -515,69 +515,9 @@ async fn waiters_are_bounded_by_live_clones() {
     assert_ready_ok!(ready.poll());
 }
 
-#[test]
-fn every_transition_is_traced_with_its_reason() {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        paused_runtime().block_on(async {
-            let (mut svc, _) = breaker(
-                BreakerConfig::builder()
-                    .consecutive_failures(2)
-                    .backoff(constant(SEC))
-                    .mode(Mode::FailFast),
-            );
-            for _ in 0..2 {
-                let _ = call(&mut svc, Out::Fail).await;
-            }
-            for _ in 0..50 {
-                let _ = call(&mut svc, Out::Ok).await; // rejected: no event per request
-            }
-            tokio::time::advance(SEC).await;
-            let _ = call(&mut svc, Out::Fail).await;
-            tokio::time::advance(SEC).await;
-            let _ = call(&mut svc, Out::Ok).await;
-            svc.handle().force_open();
-            svc.handle().clear_force();
-        });
-    });
-    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<_> = out.lines().collect();
-    let expected = [
-        ("WARN", "2 consecutive failures"),
-        ("INFO", "open backoff elapsed, probing"),
-        ("WARN", "half-open probe failed"),
-        ("INFO", "open backoff elapsed, probing"),
-        ("INFO", "half-open probes succeeded"),
-        ("WARN", "forced by the application"),
-        ("INFO", "manual switch cleared"),
-    ];
-    assert_eq!(
-        lines.len(),
-        expected.len(),
-        "one event per transition:\n{out}"
-    );
-    for (line, (level, reason)) in lines.iter().zip(expected) {
-        assert!(line.contains(level) && line.contains(reason), "{line}");
-    }
-}
-
+// `every_transition_is_traced_with_its_reason` lives in its own test binary,
+// `tests/breaker_tracing.rs`, with a global subscriber: a thread-local one raced the callsite
+// interest cache of the other tests' threads (issue 12 item 14).
 /// A removed endpoint's breaker leaves the open-breakers gauge: endpoints that share labels (the
 /// default: no per-endpoint label) are counted together, and a dropped breaker no longer counts.
 ///

@@ -10,10 +10,11 @@ use super::{AsErrorRef, Classification, Classify, classify_error};
 /// | outcome | classification |
 /// |---|---|
 /// | 502, 503, 504 | retryable failure |
-/// | 429 Too Many Requests | retryable failure |
+/// | 429 Too Many Requests | [throttled](Classification::throttled): retried, but not the endpoint's failure (a retryable failure with [`count_429_as_failure`](Self::count_429_as_failure)) |
 /// | other 5xx | non-retryable failure, or retryable with [`retry_all_5xx`](Self::retry_all_5xx) |
 /// | 1xx–4xx (but 429) | success: the endpoint answered as it should |
-/// | an error | as [`classify_error`]: timeouts and connection failures are retryable, and a request that provably never reached the server (connect error, HTTP/2 `REFUSED_STREAM`, a pooled connection closed before the request was written) is marked *unsent* |
+/// | an error caused by the caller (its request body failed, was aborted or outgrew a limit: hyper's *user* errors, [`LengthLimitError`](http_body_util::LengthLimitError)) | ignorable: never the endpoint's failure |
+/// | any other error | as [`classify_error`]: timeouts and connection failures are retryable, and a request that provably never reached the server (connect error, HTTP/2 `REFUSED_STREAM`, a pooled connection closed before the request was written) is marked *unsent* |
 ///
 /// A `Retry-After` header (seconds or an HTTP-date) on a 429 or 503 response is captured in the
 /// [`Classification`] for the retry layer.
@@ -39,6 +40,7 @@ use super::{AsErrorRef, Classification, Classify, classify_error};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HttpClassify {
     retry_all_5xx: bool,
+    count_429: bool,
 }
 
 impl HttpClassify {
@@ -46,7 +48,29 @@ impl HttpClassify {
     pub const fn new() -> Self {
         Self {
             retry_all_5xx: false,
+            count_429: false,
         }
+    }
+
+    /// Whether a 429 counts as the endpoint's failure (default `false`: the endpoint is shedding
+    /// the caller's load, it is not broken; Envoy's outlier detection counts 5xx only). Either way a
+    /// 429 is retried.
+    ///
+    /// ```
+    /// use http::Response;
+    /// use meshwork::classify::{Class, Classify, HttpClassify};
+    /// use meshwork::BoxError;
+    ///
+    /// let busy = Response::builder().status(429).body(()).unwrap();
+    /// let c = HttpClassify::new().classify(Ok::<_, &BoxError>(&busy));
+    /// assert_eq!(c.class(), Class::Ignorable);
+    /// assert!(c.is_throttled());
+    /// let c = HttpClassify::new().count_429_as_failure(true).classify(Ok::<_, &BoxError>(&busy));
+    /// assert_eq!(c.class(), Class::Retryable);
+    /// ```
+    pub const fn count_429_as_failure(mut self, yes: bool) -> Self {
+        self.count_429 = yes;
+        self
     }
 
     /// Whether 5xx statuses other than 502, 503 and 504 are retryable (default `false`: a 500 usually
@@ -59,6 +83,7 @@ impl HttpClassify {
     /// Classifies a status code alone (no `Retry-After`).
     pub const fn classify_status(&self, status: StatusCode) -> Classification {
         match status.as_u16() {
+            429 if !self.count_429 => Classification::throttled(),
             429 | 502 | 503 | 504 => Classification::retryable(),
             500..=599 if self.retry_all_5xx => Classification::retryable(),
             500..=599 => Classification::non_retryable(),
@@ -119,7 +144,16 @@ pub(super) fn classify_http_error(e: &(dyn Error + 'static)) -> Option<Classific
         // Otherwise keep walking: the source says more.
         return None;
     }
+    if e.is::<http_body_util::LengthLimitError>() {
+        // The caller's streamed request body outgrew a limit: the caller's doing.
+        return Some(Classification::ignorable());
+    }
     if let Some(err) = e.downcast_ref::<hyper::Error>() {
+        if err.is_user() {
+            // Caused by the caller: its request body failed or was aborted mid-way (an aborted
+            // upload), or it sent what hyper refuses. Never the endpoint's failure, never retried.
+            return Some(Classification::ignorable());
+        }
         if err.is_canceled() {
             // hyper reports `Canceled` when the connection closed before the request was started.
             return Some(Classification::retryable().unsent());
@@ -152,12 +186,53 @@ mod tests {
     fn statuses() {
         assert_eq!(status(200), Class::Success);
         assert_eq!(status(404), Class::Success);
-        assert_eq!(status(429), Class::Retryable);
+        assert_eq!(status(429), Class::Ignorable);
         assert_eq!(status(500), Class::NonRetryable);
         assert_eq!(status(501), Class::NonRetryable);
         assert_eq!(status(502), Class::Retryable);
         assert_eq!(status(503), Class::Retryable);
         assert_eq!(status(504), Class::Retryable);
+    }
+
+    #[test]
+    fn regression_12_06_429_is_not_an_endpoint_failure_by_default() {
+        let res = Response::builder()
+            .status(429)
+            .header(RETRY_AFTER, "2")
+            .body(())
+            .unwrap();
+        let c = HttpClassify::new().classify(Ok::<_, &BoxError>(&res));
+        assert!(!c.class().is_failure(), "the breaker must not count a 429");
+        assert!(c.is_throttled(), "but it is still retried");
+        assert_eq!(c.retry_after(), Some(Duration::from_secs(2)));
+        let c = HttpClassify::new()
+            .count_429_as_failure(true)
+            .classify(Ok::<_, &BoxError>(&res));
+        assert_eq!(c.class(), Class::Retryable);
+        assert_eq!(c.retry_after(), Some(Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn regression_12_06_over_limit_request_body_is_the_callers_doing() {
+        use http_body_util::{BodyExt, Full, Limited};
+        let body = Limited::new(Full::new(bytes::Bytes::from_static(b"0123456789")), 4);
+        let e: BoxError = body.collect().await.unwrap_err();
+        // As the error arrives from hyper: wrapped by what sent the body.
+        #[derive(Debug)]
+        struct Wrapped(BoxError);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("sending the request failed")
+            }
+        }
+        impl Error for Wrapped {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let e: BoxError = Box::new(Wrapped(e));
+        let c = HttpClassify::new().classify(Err::<&Response<()>, _>(&e));
+        assert_eq!(c.class(), Class::Ignorable);
     }
 
     #[test]

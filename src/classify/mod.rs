@@ -73,6 +73,7 @@ pub struct Classification {
     retry_after: Option<Duration>,
     unsent: bool,
     nack: bool,
+    throttled: bool,
 }
 
 impl Classification {
@@ -83,6 +84,7 @@ impl Classification {
             retry_after: None,
             unsent: false,
             nack: false,
+            throttled: false,
         }
     }
 
@@ -128,6 +130,28 @@ impl Classification {
         c
     }
 
+    /// The endpoint asked the caller to slow down (HTTP `429 Too Many Requests`): not the
+    /// endpoint's failure, but worth trying again.
+    ///
+    /// Its class is [`Class::Ignorable`], so the breaker and the load metric do not count it
+    /// against the endpoint (Envoy's outlier detection counts 5xx only). It is
+    /// [throttled](Self::is_throttled), so the retry layer retries it like a retryable failure
+    /// (idempotent requests only, within the budget, after any `Retry-After`), and admission control
+    /// counts it as a request that was not accepted.
+    ///
+    /// ```
+    /// use meshwork::classify::{Class, Classification};
+    ///
+    /// let c = Classification::throttled();
+    /// assert_eq!(c.class(), Class::Ignorable);
+    /// assert!(c.is_throttled() && !c.is_unsent());
+    /// ```
+    pub const fn throttled() -> Self {
+        let mut c = Self::new(Class::Ignorable);
+        c.throttled = true;
+        c
+    }
+
     /// Adds the server's `Retry-After` hint.
     pub const fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
@@ -154,6 +178,12 @@ impl Classification {
     /// `true` when the failure proves the request never reached the server.
     pub const fn is_unsent(&self) -> bool {
         self.unsent
+    }
+
+    /// `true` for a [throttled](Self::throttled) outcome: not counted against the endpoint, but
+    /// retried.
+    pub const fn is_throttled(&self) -> bool {
+        self.throttled
     }
 
     /// `true` for a [nack](Self::nack): refused before any work, safe to send elsewhere.

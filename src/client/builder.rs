@@ -14,7 +14,7 @@ use crate::discover::{Endpoint, Update};
 use crate::retry::{CloneRequest, Retry, RetryPolicy};
 use crate::rng::SeedSource;
 use crate::telemetry::MetricLabels;
-use crate::timeout::{DeadlineLayer, Timeout, ViaReplay};
+use crate::timeout::{DeadlineLayer, Timeout, TryDeadline, ViaReplay};
 use crate::{BoxError, ConfigError};
 
 /// Composes the whole client stack: see the [module docs](super) for the picture and the defaults.
@@ -328,7 +328,7 @@ impl<C, R> ClientBuilder<C, R> {
         let make_endpoint = move |ep: &Endpoint| -> EndpointStack<S, C> {
             let svc = make(ep);
             let svc = match per_try {
-                Some(t) => Optional::On(Timeout::from_parts(svc, t)),
+                Some(t) => Optional::On(Timeout::from_parts(TryDeadline::new(svc, t), t)),
                 None => Optional::Off(svc),
             };
             match &breaker {

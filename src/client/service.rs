@@ -12,10 +12,12 @@ use crate::breaker::{Breaker, State};
 use crate::classify::DefaultClassify;
 use crate::discover::Endpoint;
 use crate::retry::{CloneRequest, Retry, RetryBudget};
-use crate::timeout::{Timeout, ViaReplay, WithDeadline};
+use crate::timeout::{Timeout, TryDeadline, ViaReplay, WithDeadline};
 
-/// One try's bound around an endpoint's connection service.
-pub type TryStack<S> = Optional<Timeout<S>, S>;
+/// One try's bound around an endpoint's connection service: the per-try timeout, and the
+/// request's deadline narrowed to it ([`TryDeadline`]), so that a deadline header below carries
+/// `min(time left, per-try timeout)`.
+pub type TryStack<S> = Optional<Timeout<TryDeadline<S>>, S>;
 
 /// The per-endpoint stack the balancer picks from: the circuit breaker (gate mode) over the
 /// per-try timeout over the connection.

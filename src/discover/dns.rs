@@ -295,16 +295,22 @@ impl Resolving {
             let set = match outcome {
                 Ok((set, ttl)) => {
                     self.backoff.reset();
-                    self.next_at = Some(now + ttl.clamp(self.min, self.max));
+                    self.next_at = Some(crate::util::deadline_after(
+                        now,
+                        ttl.clamp(self.min, self.max),
+                    ));
                     set
                 }
                 Err(e) if e.is_negative() && self.empty_on_negative => {
                     self.backoff.reset();
-                    self.next_at = Some(now + self.min);
+                    self.next_at = Some(crate::util::deadline_after(now, self.min));
                     Vec::new()
                 }
                 Err(e) => {
-                    self.next_at = Some(now + self.backoff.next_delay(&mut self.rng));
+                    self.next_at = Some(crate::util::deadline_after(
+                        now,
+                        self.backoff.next_delay(&mut self.rng),
+                    ));
                     self.reporter.error(&e);
                     return Some((Err(Box::new(e)), self));
                 }

@@ -449,4 +449,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.field(), "interval");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes as a JSON or TOML endpoint file never panic; a rejection has a message.
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+                              text in "[\\[\\]{}\"=,:a-z0-9. \n]{0,64}") {
+            for name in ["eps.json", "eps.toml"] {
+                for input in [&bytes[..], text.as_bytes()] {
+                    if let Err(e) = parse(Path::new(name), input) {
+                        proptest::prop_assert!(!e.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -178,7 +178,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(deadline) = req.deadline() {
+        // The request's own deadline, narrowed by the one beside it (a try's deadline, set by
+        // `TryDeadline` under the per-try timeout).
+        let deadline = match (req.deadline(), crate::timeout::current_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = deadline {
             let left = deadline.remaining_at(Instant::now());
             let headers = req.headers_mut();
             if is_grpc(headers) {

@@ -176,18 +176,22 @@ where
                 .map_or(0, |d| bytes::Buf::remaining(d) as u64);
             return SizeHint::with_exact(n);
         }
-        let mut hint = self.rest.size_hint();
-        if let Some(n) = self
+        let rest = self.rest.size_hint();
+        let Some(n) = self
             .first
             .as_ref()
             .and_then(|f| f.data_ref())
             .map(|d| bytes::Buf::remaining(d) as u64)
-        {
-            hint.set_lower(hint.lower().saturating_add(n));
-            if let Some(upper) = hint.upper() {
-                hint.set_upper(upper.saturating_add(n));
-            }
+        else {
+            return rest;
+        };
+        // Upper bound first: `SizeHint` asserts `lower <= upper` on every change, so raising the
+        // lower bound of an exact hint before its upper bound would panic.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(n));
         }
+        hint.set_lower(rest.lower().saturating_add(n));
         hint
     }
 }
@@ -241,6 +245,83 @@ mod tests {
             panic!("a stalled body must time out");
         };
         assert!(err.is::<crate::timeout::Elapsed>());
+    }
+
+    #[tokio::test]
+    async fn regression_12_07_first_frame_exact_size_hint_does_not_panic() {
+        // Any Content-Length body: an exact size hint, whose remainder is exact too once the
+        // first frame is read.
+        let body = http_body_util::Full::new(Bytes::from_static(b"hello"));
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let svc = FirstFrameLayer::new().layer(tower::service_fn(move |_: ()| {
+            let body = body.clone();
+            async move { Ok::<_, BoxError>(Response::new(body)) }
+        }));
+        let res = svc.oneshot(()).await.unwrap();
+        assert_eq!(res.body().size_hint().exact(), Some(5));
+
+        // Part of the body read, an exact remainder: lower and upper both move by the first frame.
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"one"))),
+            Ok(Frame::data(Bytes::from_static(b"two"))),
+        ];
+        let inner = Exact {
+            frames: frames.into(),
+            left: 6,
+        };
+        let svc = FirstFrameLayer::new().layer(tower::service_fn(move |_: ()| {
+            let inner = inner.clone_frames();
+            async move { Ok::<_, BoxError>(Response::new(inner)) }
+        }));
+        let res = svc.oneshot(()).await.unwrap();
+        assert_eq!(res.body().size_hint().exact(), Some(6));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "onetwo");
+    }
+
+    /// A body with an exact size hint of what is left, like hyper's body of a Content-Length
+    /// response.
+    struct Exact {
+        frames: std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>,
+        left: u64,
+    }
+
+    impl Exact {
+        fn clone_frames(&self) -> Self {
+            Self {
+                frames: self
+                    .frames
+                    .iter()
+                    .map(|f| Ok(Frame::data(f.as_ref().unwrap().data_ref().unwrap().clone())))
+                    .collect(),
+                left: self.left,
+            }
+        }
+    }
+
+    impl Body for Exact {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let next = self.frames.pop_front();
+            if let Some(Ok(f)) = &next {
+                let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                self.left -= n;
+            }
+            Poll::Ready(next)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.left)
+        }
     }
 
     #[tokio::test]

@@ -5,8 +5,9 @@
 //! these hold:
 //!
 //! 1. **The failure is retryable.** The outcome goes through the stack's [`Classify`]: only
-//!    [`Class::Retryable`] is tried again (for HTTP, [`HttpClassify`]: 502, 503, 504, 429, and
-//!    connection failures).
+//!    [`Class::Retryable`] is tried again (for HTTP, [`HttpClassify`]: 502, 503, 504 and
+//!    connection failures), and so are [throttled](crate::classify::Classification::is_throttled) outcomes (a 429,
+//!    which does not count against the endpoint) and nacks.
 //! 2. **Sending it again is safe.** A failure that *proves* the request never reached the server
 //!    (connection refused, HTTP/2 `REFUSED_STREAM`, a pooled connection closed before the request
 //!    was written: [`Classification::is_unsent`]) is *requeued*, whatever the request. Any other

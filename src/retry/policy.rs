@@ -309,7 +309,8 @@ impl<C, R> Shared<C, R> {
     {
         let p = &self.policy;
         // A nack (refused before any work, class `Ignorable`) is requeued like an unsent failure.
-        if c.class() != Class::Retryable && !c.is_nack() {
+        // So is a throttled outcome (a 429), retried like a retryable failure.
+        if c.class() != Class::Retryable && !c.is_nack() && !c.is_throttled() {
             return None;
         }
         let template = template?;

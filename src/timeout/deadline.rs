@@ -26,9 +26,10 @@ impl Deadline {
         Self { at }
     }
 
-    /// A deadline `budget` from now.
+    /// A deadline `budget` from now (a budget too large for `Instant` arithmetic, up to
+    /// `Duration::MAX`, saturates to about 30 years away).
     pub fn after(budget: Duration) -> Self {
-        Self::at(Instant::now() + budget)
+        Self::at(crate::util::deadline_after(Instant::now(), budget))
     }
 
     /// The instant.

@@ -202,7 +202,7 @@ where
         let start = self.ready.clear().unwrap_or_else(Instant::now);
         let carrier = &self.config.carrier;
         let budget = self.config.budget(carrier.incoming_budget(&req));
-        let mut deadline = Deadline::at(start.checked_add(budget).unwrap_or_else(far_future));
+        let mut deadline = Deadline::at(crate::util::deadline_after(start, budget));
         if let Some(outer) = carrier.deadline(&req) {
             deadline = deadline.min(outer);
         }
@@ -213,11 +213,6 @@ where
             ResponseFuture::new(fut, deadline.instant(), Limit::Deadline),
         )
     }
-}
-
-/// An instant far enough away to mean "never" (about 30 years), as tokio does.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ mod error;
 mod future;
 mod layer;
 mod service;
+mod try_deadline;
 
 pub use self::carry::{Beside, DeadlineCarrier, InRequest, Scoped, ViaReplay, current_deadline};
 pub(crate) use self::carry::{scope, sync_scope};
@@ -54,3 +55,4 @@ pub use self::error::{DeadlineExceeded, Elapsed};
 pub use self::future::ResponseFuture;
 pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;
+pub use self::try_deadline::TryDeadline;

@@ -109,7 +109,7 @@ impl ReadyWait {
                 if self.started.is_none() {
                     let now = Instant::now();
                     self.started = Some(now);
-                    let at = now + limit;
+                    let at = crate::util::deadline_after(now, limit);
                     match &mut self.timer {
                         Some(t) => t.as_mut().reset(at),
                         None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
@@ -153,7 +153,7 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let at = Instant::now() + self.timeout;
+        let at = crate::util::deadline_after(Instant::now(), self.timeout);
         ResponseFuture::new(self.inner.call(req), at, Limit::Try)
     }
 }
@@ -210,6 +210,46 @@ mod tests {
         let (_, send) = handle.next_request().await.unwrap();
         send.send_error("broken");
         assert_eq!(fut.await.unwrap_err().to_string(), "broken");
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test(start_paused = true)]
+    async fn regression_12_09_duration_max_never_overflows_an_instant() {
+        // Duration::MAX passes every non-zero check; it must mean "never", not a panic.
+        let (svc, mut handle) = mock::pair::<&str, &str>();
+        handle.allow(0);
+        let mut svc = mock::Spawn::new(Timeout::new(svc, Duration::MAX).unwrap());
+        // ReadyWait: the readiness timer is armed at the first `Pending`.
+        assert_pending!(svc.poll_ready());
+        tokio::time::advance(Duration::from_secs(86400)).await;
+        assert_pending!(svc.poll_ready());
+        handle.allow(1);
+        assert_ready_ok!(svc.poll_ready());
+        // The call's timer.
+        let fut = svc.call("hi");
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response("ok");
+        assert_eq!(fut.await.unwrap(), "ok");
+
+        // A deadline that far away, and a deadline layer with that total.
+        let d = crate::timeout::Deadline::after(Duration::MAX);
+        assert!(d.remaining() >= Duration::from_secs(86400 * 365 * 29));
+        let (inner, mut handle) = mock::pair::<http::Request<()>, &str>();
+        handle.allow(0);
+        let layer = crate::timeout::DeadlineLayer::new(Duration::MAX)
+            .unwrap()
+            .max_incoming(Duration::MAX)
+            .unwrap();
+        let mut svc = mock::Spawn::new(tower_layer::Layer::layer(&layer, inner));
+        assert_pending!(svc.poll_ready());
+        handle.allow(1);
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call(http::Request::new(()));
+        let (req, send) = handle.next_request().await.unwrap();
+        let deadline = crate::timeout::CarryDeadline::deadline(&req).expect("a deadline is set");
+        assert!(deadline.remaining() >= Duration::from_secs(86400 * 365 * 29));
+        send.send_response("ok");
+        assert_eq!(fut.await.unwrap(), "ok");
     }
 
     #[test]

@@ -193,4 +193,29 @@ mod tests {
             .with_label("zone", "c");
         assert_eq!(parse(encode(&rich).as_bytes()).unwrap(), rich);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes (and near-JSON text) never panic; a rejected value has a message.
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                              text in "\\{\"addr\":\"[0-9.:\\[\\]a-f]{0,24}\",\"weight\":-?[0-9]{0,12}\\}") {
+            for input in [&bytes[..], text.as_bytes()] {
+                if let Err(e) = parse(input) {
+                    proptest::prop_assert!(!e.to_string().is_empty());
+                }
+            }
+        }
+
+        /// What `encode` writes, `parse` reads back.
+        #[test]
+        fn encode_round_trips(ip in proptest::prelude::any::<[u8; 4]>(), port in 1u16.., weight in 1u32..) {
+            let addr = std::net::SocketAddr::from((ip, port));
+            let ep = Endpoint::new(addr).with_weight(weight).unwrap();
+            let back = parse(encode(&ep).as_bytes()).unwrap();
+            proptest::prop_assert_eq!(back.addr(), addr);
+            proptest::prop_assert_eq!(back.weight(), weight);
+        }
+    }
 }
