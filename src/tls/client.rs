@@ -83,15 +83,8 @@ impl ClientTlsBuilder {
     /// run within a tokio runtime (a task watches the files).
     pub fn build(self) -> Result<ClientTls, TlsConfigError> {
         super::describe_metrics();
-        let nonzero = |field, d: Duration| {
-            if d.is_zero() {
-                Err(TlsConfigError::new(field, "must be greater than zero"))
-            } else {
-                Ok(d)
-            }
-        };
-        nonzero("tls.reload_interval", self.reload_interval)?;
-        nonzero("tls.handshake_timeout", self.handshake_timeout)?;
+        TlsConfigError::non_zero("tls.reload_interval", self.reload_interval)?;
+        TlsConfigError::non_zero("tls.handshake_timeout", self.handshake_timeout)?;
         let identity = self
             .server_identity
             .as_deref()

@@ -58,6 +58,15 @@ impl TlsConfigError {
         }
     }
 
+    /// Rejects a zero duration for `field`.
+    pub(crate) fn non_zero(field: &'static str, d: std::time::Duration) -> Result<(), Self> {
+        if d.is_zero() {
+            Err(Self::new(field, "must be greater than zero"))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The setting at fault, e.g. `tls.ca`, `tls.cert`, `tls.key`, `tls.server_identity`.
     pub fn field(&self) -> &'static str {
         self.field

@@ -83,18 +83,8 @@ impl TlsServerBuilder {
     /// the certificate files).
     pub fn build(self) -> Result<TlsServer, TlsConfigError> {
         super::describe_metrics();
-        if self.reload_interval.is_zero() {
-            return Err(TlsConfigError::new(
-                "tls.reload_interval",
-                "must be greater than zero",
-            ));
-        }
-        if self.handshake_timeout.is_zero() {
-            return Err(TlsConfigError::new(
-                "tls.handshake_timeout",
-                "must be greater than zero",
-            ));
-        }
+        TlsConfigError::non_zero("tls.reload_interval", self.reload_interval)?;
+        TlsConfigError::non_zero("tls.handshake_timeout", self.handshake_timeout)?;
         let (cert, key) = self.cert.ok_or_else(|| {
             TlsConfigError::new("tls.cert", "must be set: the server's certificate and key")
         })?;
