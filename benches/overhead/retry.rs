@@ -16,9 +16,10 @@ pub fn retry(c: &mut Criterion) {
         .unwrap();
     let _guard = rt.enter();
 
-    let policy = meshwork::retry::RetryPolicy::new().classify(
-        |_: Result<&(), &std::convert::Infallible>| meshwork::classify::Classification::success(),
-    );
+    let policy =
+        meshwork::retry::RetryPolicy::new().classify(|_: Result<&(), &meshwork::BoxError>| {
+            meshwork::classify::Classification::success()
+        });
     let mut svc = tower::Layer::layer(&meshwork::retry::RetryLayer::new(policy), Immediate);
     c.bench_function("meshwork/retry", |b| {
         b.iter(|| one_call(&mut svc, 0u64).unwrap())

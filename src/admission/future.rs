@@ -49,7 +49,7 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
 {
     type Output = Result<T, BoxError>;
 
@@ -60,11 +60,12 @@ where
                 control,
                 classify,
             } => {
-                let out = std::task::ready!(fut.poll(cx));
+                // Classified as a `BoxError`, so one classifier serves any inner error type.
+                let out = std::task::ready!(fut.poll(cx)).map_err(Into::into);
                 if let Some(control) = control.take() {
                     control.record(classify.classify(out.as_ref()));
                 }
-                Poll::Ready(out.map_err(Into::into))
+                Poll::Ready(out)
             }
             StateProj::Rejected => Poll::Ready(Err(Rejected::new().into())),
         }

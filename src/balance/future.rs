@@ -80,13 +80,15 @@ impl<F, C> MeasureFuture<F, C> {
 impl<F, C, T, E> Future for MeasureFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    C: Classify<T, E>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
 {
-    type Output = Result<T, E>;
+    type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
+        // Classified as a `BoxError`, so one classifier serves any inner error type.
+        let out = std::task::ready!(this.inner.poll(cx)).map_err(Into::into);
         if let Some(tracker) = this.tracker.take() {
             tracker.complete(this.classify.classify(out.as_ref()));
         }
@@ -137,14 +139,14 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
     E: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Sent { fut } => fut.poll(cx).map_err(Into::into),
+            StateProj::Sent { fut } => fut.poll(cx),
             StateProj::NoEndpoints => Poll::Ready(Err(NoEndpoints::new().into())),
             StateProj::Removed => Poll::Ready(Err(EndpointRemoved::new().into())),
         }

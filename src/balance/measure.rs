@@ -7,6 +7,7 @@ use tower_service::Service;
 
 use super::future::{MeasureFuture, Tracker};
 use super::load::{EndpointLoad, Load};
+use crate::BoxError;
 use crate::classify::{Classify, DefaultClassify};
 
 /// Measures a service's load (latency and requests in flight, failures penalised), for a balancer
@@ -91,14 +92,15 @@ impl<S, C> Measure<S, C> {
 impl<S, C, Req> Service<Req> for Measure<S, C>
 where
     S: Service<Req>,
-    C: Classify<S::Response, S::Error> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = MeasureFuture<S::Future, C>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {

@@ -376,7 +376,7 @@ impl<S, C, Req> Service<Req> for Balance<S, C>
 where
     S: Service<Req> + Available + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

@@ -109,7 +109,7 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
 {
     type Output = Result<T, BoxError>;
 
@@ -118,11 +118,12 @@ where
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(Err(Box::new(Open::new())));
         };
-        let out = std::task::ready!(inner.poll(cx));
+        // Classified as a `BoxError`, so one classifier serves any inner error type.
+        let out = std::task::ready!(inner.poll(cx)).map_err(Into::into);
         if let Some(mut tracker) = this.tracker.take() {
             let class = tracker.local.classify.classify(out.as_ref()).class();
             tracker.finish(class);
         }
-        Poll::Ready(out.map_err(Into::into))
+        Poll::Ready(out)
     }
 }

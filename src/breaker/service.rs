@@ -161,7 +161,7 @@ impl<S, C, R> Service<R> for Breaker<S, C>
 where
     S: Service<R>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;

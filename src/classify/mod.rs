@@ -238,9 +238,47 @@ where
 
 /// The default classifier: `Ok` is a success, `Err` a failure.
 ///
-/// Errors are inspected with [`classify_error`] when they are a [`BoxError`](crate::BoxError) (the
-/// error type of every meshwork layer): a per-try timeout or a connection failure is retryable, an
-/// exceeded deadline or an exhausted retry budget is not. Any other error is a retryable failure.
+/// Errors are inspected with [`classify_error`], which walks the source chain: a per-try timeout
+/// or a connection failure is retryable, an exceeded deadline or an exhausted retry budget is not.
+/// Any other error is a retryable failure.
+///
+/// Every classifying layer (breaker, balancer, retry, admission) turns its inner service's error
+/// into a [`BoxError`](crate::BoxError) *before* it asks the classifier, so a classifier only ever
+/// sees `Classify<Res, BoxError>`. That is why `DefaultClassify` works under any inner error type
+/// that converts into `BoxError` (every `E: Error + Send + Sync + 'static`, `anyhow::Error`,
+/// `BoxError` itself) with no glue: here a foreign error type, like `hyper::Error`, whose source is
+/// a refused connection, is recognised as unsent by the breaker:
+///
+/// ```
+/// use meshwork::breaker::{Breaker, BreakerConfig};
+/// use tower::{Service, ServiceExt};
+///
+/// /// A foreign error type (think `hyper::Error` or `tonic::Status`): no meshwork trait needed.
+/// #[derive(Debug)]
+/// struct ForeignError(std::io::Error);
+/// impl std::fmt::Display for ForeignError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("connect failed")
+///     }
+/// }
+/// impl std::error::Error for ForeignError {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let inner = tower::service_fn(|_: ()| async {
+///     Err::<(), _>(ForeignError(std::io::ErrorKind::ConnectionRefused.into()))
+/// });
+/// // `Breaker::new` uses `DefaultClassify`.
+/// let mut svc = Breaker::new(inner, BreakerConfig::default());
+/// let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
+/// assert!(meshwork::is_caused_by::<ForeignError>(&*err));
+/// # });
+/// ```
+///
+/// Called directly, it takes a `BoxError` (or any type with [`AsErrorRef`]):
 ///
 /// ```
 /// use meshwork::classify::{Class, Classify, DefaultClassify};
@@ -268,8 +306,10 @@ where
 /// Gives a classifier a view of an error as `dyn Error`, so it can walk the source chain.
 ///
 /// Implemented for [`BoxError`](crate::BoxError), [`std::io::Error`], [`std::convert::Infallible`]
-/// and meshwork's own error types; implement it for your own error type to use the built-in
-/// classifiers with it.
+/// and meshwork's own error types. The layers never need more: they classify the error after
+/// turning it into a `BoxError` (see [`DefaultClassify`]). Implement it for your own error type
+/// only to call a built-in classifier on that type directly. (A blanket implementation for every
+/// `E: Error` is not possible beside the one for `BoxError`: the coherence rules reject the pair.)
 pub trait AsErrorRef {
     /// The error as a trait object.
     fn as_error_ref(&self) -> &(dyn std::error::Error + 'static);

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::Replay;
 use super::policy::{Attempts, Shared};
+use crate::BoxError;
 use crate::classify::Classify;
 
 pin_project! {
@@ -83,17 +84,19 @@ where
 impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
-    C: Classify<S::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
     R: Replay<Req>,
 {
-    type Output = Result<S::Response, S::Error>;
+    type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    let out = ready!(fut.poll(cx));
+                    // Classified as a `BoxError`, so one classifier serves any inner error type.
+                    let out = ready!(fut.poll(cx)).map_err(Into::into);
                     let c = this.shared.policy.classify.classify(out.as_ref());
                     let Some((next, delay)) =
                         this.shared.decide(c, this.template.as_ref(), this.attempts)
@@ -116,7 +119,7 @@ where
                 }
                 StateProj::Ready => {
                     if let Err(e) = ready!(this.service.poll_ready(cx)) {
-                        return Poll::Ready(Err(e));
+                        return Poll::Ready(Err(e.into()));
                     }
                     let req = this.next.take().expect("a retry always has a request");
                     let fut = this.service.call(req);

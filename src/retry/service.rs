@@ -6,6 +6,7 @@ use tower_service::Service;
 
 use super::policy::Shared;
 use super::{Replay, ResponseFuture, RetryPolicy};
+use crate::BoxError;
 use crate::classify::Classify;
 
 /// The service of [`RetryLayer`](super::RetryLayer).
@@ -69,15 +70,16 @@ impl<S: fmt::Debug, C: fmt::Debug, R: fmt::Debug> fmt::Debug for Retry<S, C, R> 
 impl<S, Req, C, R> Service<Req> for Retry<S, C, R>
 where
     S: Service<Req> + Clone,
-    C: Classify<S::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
     R: Replay<Req>,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = BoxError;
     type Future = ResponseFuture<S, Req, C, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
