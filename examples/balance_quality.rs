@@ -331,8 +331,7 @@ async fn run(strategy: Strategy, fault: Fault, args: &Args, log: &Arc<EndpointLo
         Strategy::Meshwork => {
             let client = ClientBuilder::new()
                 .total_timeout(CLIENT_TIMEOUT)
-                .and_then(|b| b.per_try_timeout(Duration::from_millis(args.per_try_timeout_ms)))
-                .expect("valid timeouts")
+                .per_try_timeout(Duration::from_millis(args.per_try_timeout_ms))
                 .seed(seeds)
                 .build(
                     Static::new((0..ENDPOINTS).map(|i| Endpoint::new(addr(i)))),

@@ -56,8 +56,8 @@ async fn main() -> Result<(), BoxError> {
     );
     let client = HttpClientBuilder::with_stack(
         ClientBuilder::new()
-            .total_timeout(Duration::from_secs(2))?
-            .per_try_timeout(Duration::from_millis(500))?,
+            .total_timeout(Duration::from_secs(2))
+            .per_try_timeout(Duration::from_millis(500)),
     )
     .build(endpoints)?;
 

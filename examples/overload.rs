@@ -272,7 +272,6 @@ async fn run(scenario: Scenario, seed: u64) -> Run {
             let conns = conns.clone();
             let mut b = ClientBuilder::new()
                 .total_timeout(DEADLINE)
-                .expect("valid timeout")
                 .seed(SeedSource::from_seed(seeds.next_seed()));
             if scenario == Scenario::NacksAdmission {
                 b = b.admission(AdmissionConfig::new().window(Duration::from_secs(10)));

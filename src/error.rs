@@ -1,5 +1,6 @@
 //! Errors shared by every layer.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The boxed error type every meshwork layer returns, as in tower.
@@ -8,10 +9,13 @@ use std::fmt;
 /// `err.downcast_ref::<meshwork::timeout::Elapsed>()`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// An invalid configuration value, reported when a layer or policy is constructed.
+/// An invalid configuration value, reported when a layer, client or policy is built.
 ///
-/// meshwork never clamps a bad value silently and never panics on one: every constructor that takes
-/// a value with a valid range returns this error, naming the field at fault.
+/// meshwork never clamps a bad value silently and never panics on one. Setters are infallible;
+/// the `build` step that turns a configuration into something that runs checks every value (set or
+/// derived) and returns this error, naming the field at fault by its path from the builder
+/// (`balance.load.decay`, `connect.connect_timeout`). Value constructors whose arguments alone can
+/// be invalid (a [`Backoff`](crate::backoff::Backoff) with a zero base) return it at once.
 ///
 /// ```
 /// use std::time::Duration;
@@ -23,19 +27,38 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    field: &'static str,
+    field: Cow<'static, str>,
     reason: &'static str,
 }
 
 impl ConfigError {
     /// Creates an error for `field`, with a short `reason` such as "must be greater than zero".
     pub const fn new(field: &'static str, reason: &'static str) -> Self {
-        Self { field, reason }
+        Self {
+            field: Cow::Borrowed(field),
+            reason,
+        }
     }
 
-    /// The configuration field that holds the invalid value.
-    pub const fn field(&self) -> &'static str {
-        self.field
+    /// The same error, its field path prefixed with `section` (the builder setting that holds the
+    /// value): `decay` within `balance.load` is `balance.load.decay`.
+    ///
+    /// ```
+    /// use meshwork::ConfigError;
+    ///
+    /// let err = ConfigError::new("decay", "must be greater than zero").within("balance.load");
+    /// assert_eq!(err.field(), "balance.load.decay");
+    /// ```
+    pub fn within(self, section: &str) -> Self {
+        Self {
+            field: Cow::Owned(format!("{section}.{}", self.field)),
+            reason: self.reason,
+        }
+    }
+
+    /// The path of the configuration field that holds the invalid value.
+    pub fn field(&self) -> &str {
+        &self.field
     }
 
     /// Why the value was rejected.

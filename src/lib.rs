@@ -36,7 +36,7 @@
 //!     Endpoint::new("127.0.0.1:8082".parse()?),
 //! ]);
 //! let client: HttpClient = HttpClientBuilder::with_stack(
-//!     ClientBuilder::new().total_timeout(Duration::from_secs(2))?,
+//!     ClientBuilder::new().total_timeout(Duration::from_secs(2)),
 //! )
 //! .build(users)?;
 //! // Balanced, broken out, timed out, retried when safe, with the deadline sent downstream.

@@ -152,7 +152,8 @@ fn balancer(fleet: &Fleet, seed: u64) -> (Tx, Balance<Ep>) {
     let (tx, stream) = source();
     let bal = Balance::builder()
         .seed(SeedSource::from_seed(seed))
-        .build(stream, fleet.make());
+        .build(stream, fleet.make())
+        .unwrap();
     (tx, bal)
 }
 
@@ -446,7 +447,8 @@ async fn max_wait_is_configurable() {
     let mut bal = Balance::builder()
         .max_wait(250 * MS)
         .seed(SeedSource::from_seed(10))
-        .build(stream, fleet.make());
+        .build(stream, fleet.make())
+        .unwrap();
     tx.send(Ok(Update::Reset(eps(0..1)))).unwrap();
     until(|| bal.len() == 1).await;
     fleet.get(addr(0)).set_down(true);
@@ -566,13 +568,13 @@ async fn regression_12_13_a_metadata_change_keeps_the_endpoint_service() {
     let built = Arc::new(AtomicU64::new(0));
     let (tx, stream) = source();
     let counter = built.clone();
-    let bal =
-        Balance::builder()
-            .seed(SeedSource::from_seed(17))
-            .build(stream, move |_: &Endpoint| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Always::new(tower::service_fn(|()| async { Ok::<_, BoxError>(()) }))
-            });
+    let bal = Balance::builder()
+        .seed(SeedSource::from_seed(17))
+        .build(stream, move |_: &Endpoint| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Always::new(tower::service_fn(|()| async { Ok::<_, BoxError>(()) }))
+        })
+        .unwrap();
     tx.send(Ok(Update::Reset(eps(0..3)))).unwrap();
     until(|| bal.len() == 3).await;
     tx.send(Ok(Update::Reset(eps(0..3)))).unwrap();
@@ -605,7 +607,8 @@ async fn tower_discover_feeds_the_balancer() {
     let mut bal = Balance::builder()
         .seed(SeedSource::from_seed(18))
         .load(LeastInFlight)
-        .build_from_tower(tower::discover::ServiceList::new::<()>(services));
+        .build_from_tower(tower::discover::ServiceList::new::<()>(services))
+        .unwrap();
     let mut seen = [0; 3];
     for _ in 0..300 {
         let i = bal.ready().await.unwrap().call(()).await.unwrap();
@@ -666,7 +669,8 @@ async fn metrics_count_endpoints_errors_and_no_endpoints() {
         let bal = Balance::builder()
             .seed(SeedSource::from_seed(19))
             .labels(meshwork::telemetry::MetricLabels::new().with("upstream", "users"))
-            .build(stream, fleet.make());
+            .build(stream, fleet.make())
+            .unwrap();
         (tx, bal)
     });
     tx.send(Ok(Update::Reset(eps(0..4)))).unwrap();

@@ -66,7 +66,7 @@ impl Service<Out> for Scripted {
 fn breaker(b: BreakerConfigBuilder, seed: u64) -> (Svc, Arc<AtomicUsize>) {
     let inner = Scripted::default();
     let calls = inner.calls.clone();
-    let config = b.seeds(SeedSource::from_seed(seed)).build().unwrap();
+    let config = b.seed(SeedSource::from_seed(seed)).build().unwrap();
     (
         Breaker::with_classify(inner, config, classify as Classifier),
         calls,
@@ -443,7 +443,7 @@ async fn http_endpoint_over_loopback() {
         .consecutive_failures(3)
         .backoff(Backoff::constant(Duration::from_millis(50)).unwrap())
         .mode(Mode::FailFast)
-        .seeds(SeedSource::from_seed(3))
+        .seed(SeedSource::from_seed(3))
         .build()
         .unwrap();
     let mut svc = Breaker::with_classify(client, config, HttpClassify::new());

@@ -82,7 +82,7 @@ fn regression_12_14_every_transition_is_traced_with_its_reason() {
                 .consecutive_failures(2)
                 .backoff(Backoff::constant(SEC).unwrap())
                 .mode(Mode::FailFast)
-                .seeds(SeedSource::from_seed(1))
+                .seed(SeedSource::from_seed(1))
                 .build()
                 .unwrap();
             let mut svc = Breaker::with_classify(scripted(), config, classify as Classifier);

@@ -174,9 +174,7 @@ fn invalid_combinations_are_rejected_naming_the_field() {
     let err = HttpClientBuilder::with_stack(
         ClientBuilder::new()
             .total_timeout(Duration::from_secs(1))
-            .unwrap()
-            .per_try_timeout(Duration::from_secs(2))
-            .unwrap(),
+            .per_try_timeout(Duration::from_secs(2)),
     )
     .build(empty)
     .unwrap_err();
@@ -195,6 +193,7 @@ fn invalid_combinations_are_rejected_naming_the_field() {
     assert_eq!(
         ClientBuilder::new()
             .total_timeout(Duration::ZERO)
+            .validate()
             .unwrap_err()
             .field(),
         "total_timeout"
@@ -202,6 +201,7 @@ fn invalid_combinations_are_rejected_naming_the_field() {
     assert_eq!(
         ClientBuilder::new()
             .per_try_timeout(Duration::ZERO)
+            .validate()
             .unwrap_err()
             .field(),
         "per_try_timeout"

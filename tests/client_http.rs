@@ -291,9 +291,7 @@ async fn a_black_hole_backend_costs_a_try_not_the_request() {
     let total = Duration::from_millis(1000);
     let stack = ClientBuilder::new()
         .total_timeout(total)
-        .unwrap()
-        .per_try_timeout(Duration::from_millis(150))
-        .unwrap();
+        .per_try_timeout(Duration::from_millis(150));
     let client = client(vec![a.endpoint(), b.endpoint(), hole.endpoint()], stack);
     let mut tasks = JoinSet::new();
     for _ in 0..4 {

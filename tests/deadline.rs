@@ -272,9 +272,7 @@ async fn regression_12_08_deadline_header_carries_the_per_try_timeout() {
 
     let stack = ClientBuilder::new()
         .total_timeout(Duration::from_secs(15))
-        .unwrap()
-        .per_try_timeout(Duration::from_secs(5))
-        .unwrap();
+        .per_try_timeout(Duration::from_secs(5));
     let client: HttpClient = HttpClientBuilder::with_stack(stack)
         .build(Static::new([Endpoint::new(addr)]))
         .unwrap();

@@ -44,7 +44,7 @@ fn host_source(dns: &Dnsmasq, name: &str) -> Dns {
         .min_refresh(Duration::from_millis(200))
         .max_refresh(Duration::from_secs(2))
         .timeout(Duration::from_millis(300))
-        .seeds(SeedSource::from_seed(1))
+        .seed(SeedSource::from_seed(1))
         .build()
         .unwrap()
 }

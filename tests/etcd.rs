@@ -45,7 +45,7 @@ impl Follower {
 
     /// Follows `prefix` on `etcd` through a [`fast_source`].
     async fn follow(etcd: &EtcdServer, prefix: &str) -> Self {
-        Self::new(fast_source(prefix).build(etcd.client().await))
+        Self::new(fast_source(prefix).build(etcd.client().await).unwrap())
     }
 
     fn apply(&mut self, item: Result<Update, BoxError>) {
@@ -116,8 +116,7 @@ fn fast_source(prefix: &str) -> meshwork::discover::etcd::EtcdDiscoverBuilder {
             Backoff::full_jitter(Duration::from_millis(50), Duration::from_millis(400)).unwrap(),
         )
         .request_timeout(SECOND)
-        .unwrap()
-        .seed_source(SeedSource::from_seed(9))
+        .seed(SeedSource::from_seed(9))
 }
 
 #[tokio::test]
@@ -278,9 +277,9 @@ async fn compaction_past_the_watched_revision_is_recovered_by_a_reread() {
     let client = etcd.client().await;
     // The source creates its metric handles when built: record them locally.
     #[cfg(feature = "metrics")]
-    let source = metrics::with_local_recorder(&recorder, || builder.build(client));
+    let source = metrics::with_local_recorder(&recorder, || builder.build(client)).unwrap();
     #[cfg(not(feature = "metrics"))]
-    let source = builder.build(client);
+    let source = builder.build(client).unwrap();
     let mut f = Follower::new(source);
 
     // The consumer takes the complete set (read at revision R) and then stays away: the watch from
@@ -427,7 +426,6 @@ async fn a_registered_service_is_discovered_and_disappears_after_its_lease_when_
     let registration = Registration::builder("svc/r", me.clone())
         .unwrap()
         .ttl(Duration::from_secs(2))
-        .unwrap()
         .register(etcd.client().await)
         .await
         .unwrap();
@@ -481,7 +479,6 @@ async fn deregistering_removes_the_endpoint_at_once() {
     let registration = Registration::builder("svc/d", me.clone())
         .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap()
         .register(etcd.client().await)
         .await
         .unwrap();
@@ -502,7 +499,6 @@ async fn a_registration_survives_an_etcd_outage_longer_than_its_ttl() {
     let registration = Registration::builder("svc/o", me.clone())
         .unwrap()
         .ttl(Duration::from_secs(2))
-        .unwrap()
         .backoff(
             Backoff::full_jitter(Duration::from_millis(50), Duration::from_millis(300)).unwrap(),
         )
@@ -540,7 +536,6 @@ async fn a_registration_whose_lease_was_lost_registers_again() {
     let registration = Registration::builder("svc/l", me.clone())
         .unwrap()
         .ttl(Duration::from_secs(3))
-        .unwrap()
         .backoff(
             Backoff::full_jitter(Duration::from_millis(50), Duration::from_millis(300)).unwrap(),
         )

@@ -132,7 +132,7 @@ fn breaker_config(open: Duration, seed: u64) -> BreakerConfig {
         .consecutive_failures(1)
         .no_success_rate()
         .backoff(Backoff::constant(open).unwrap())
-        .seeds(SeedSource::from_seed(seed))
+        .seed(SeedSource::from_seed(seed))
         .build()
         .unwrap()
 }
@@ -185,7 +185,8 @@ async fn regression_12_01_02_five_thousand_waiters_are_all_served_on_recovery_wi
     let mut bal = Balance::builder()
         .max_wait(30 * SEC)
         .seed(SeedSource::from_seed(7))
-        .build(stream, make);
+        .build(stream, make)
+        .unwrap();
     tx.send(Ok(Update::Reset(
         (0..ENDPOINTS).map(|i| Endpoint::new(addr(i))).collect(),
     )))
@@ -408,7 +409,8 @@ async fn regression_12_05_no_request_reaches_an_endpoint_after_its_removal_is_pu
     let bal = Balance::builder()
         .max_wait(10 * SEC)
         .seed(SeedSource::from_seed(11))
-        .build(stream, make);
+        .build(stream, make)
+        .unwrap();
     let mut current: Vec<u32> = (0..ENDPOINTS).collect();
     let publish = |set: &[u32]| {
         tx.send(Ok(Update::Reset(
@@ -533,7 +535,7 @@ async fn regression_12_03_slow_failures_from_before_a_trip_do_not_retrip_after_r
     let config = BreakerConfig::builder()
         .consecutive_failures(5)
         .backoff(Backoff::constant(SEC).unwrap())
-        .seeds(SeedSource::from_seed(3))
+        .seed(SeedSource::from_seed(3))
         .build()
         .unwrap();
     let mut svc = Breaker::new(Scripted::default(), config);
@@ -577,7 +579,7 @@ async fn regression_12_04_a_held_half_open_reservation_is_released_after_the_pro
         .consecutive_failures(1)
         .backoff(Backoff::constant(SEC).unwrap())
         .probe_timeout(2 * SEC)
-        .seeds(SeedSource::from_seed(4))
+        .seed(SeedSource::from_seed(4))
         .build()
         .unwrap();
     let inner = Scripted::default();
@@ -651,7 +653,8 @@ async fn regression_12_11_an_erroring_source_is_polled_a_bounded_number_of_times
         .seed(SeedSource::from_seed(5))
         .build(Failing(polls.clone()), |_: &Endpoint| {
             Always::new(Server(Arc::new(Backend::default())))
-        });
+        })
+        .unwrap();
     tokio::time::sleep(10 * SEC).await;
     let n = polls.load(Ordering::SeqCst);
     // 16 errors in a burst, then one per pause (10 ms doubling to 1 s): about 30 in 10 s.
@@ -690,7 +693,8 @@ fn regression_12_11_a_panicking_make_is_counted_and_the_last_set_stays() {
                 let mut bal = Balance::builder()
                     .max_wait(10 * SEC)
                     .seed(SeedSource::from_seed(6))
-                    .build(stream, make);
+                    .build(stream, make)
+                    .unwrap();
                 tx.send(Ok(Update::Reset(vec![Endpoint::new(addr(0))])))
                     .unwrap();
                 until(|| bal.len() == 1).await;

@@ -87,7 +87,6 @@ async fn nacked_requests_are_requeued_and_never_count_as_failures() {
     };
     let mut client = ClientBuilder::new()
         .total_timeout(Duration::from_secs(1))
-        .unwrap()
         .retry(RetryPolicy::new().max_requeues(4))
         .replay(PostReplay)
         .seed(SeedSource::from_seed(3))

@@ -33,7 +33,8 @@ pub fn meshwork_balance(c: &mut Criterion) {
         let source = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(update)]);
         let mut svc = Balance::builder()
             .seed(SeedSource::from_seed(1))
-            .build(source, |_: &Endpoint| Always::new(Immediate));
+            .build(source, |_: &Endpoint| Always::new(Immediate))
+            .unwrap();
         rt.block_on(async {
             while svc.len() != n as usize {
                 tokio::task::yield_now().await;

@@ -31,8 +31,7 @@ fn addr(i: u32) -> SocketAddr {
 async fn client(n: u32) -> Client<Immediate> {
     let client = ClientBuilder::new()
         .total_timeout(Duration::from_secs(1))
-        .and_then(|b| b.per_try_timeout(Duration::from_millis(300)))
-        .expect("valid timeouts")
+        .per_try_timeout(Duration::from_millis(300))
         .seed(SeedSource::from_seed(1))
         .build(
             Static::new((0..n).map(|i| Endpoint::new(addr(i)))),

@@ -141,25 +141,23 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     let t = &config.timeouts;
     // No per-endpoint labels on the library's series (they would outlive removed endpoints): the
     // admin listener renders each current endpoint's breaker state itself (`live_metrics`).
-    let mut stack = ClientBuilder::new()
-        .total_timeout(t.total.0)
-        .map_err(field(
-            format!("{p}.timeouts"),
-            &[("total_timeout", "total")],
-        ))?;
+    let mut stack = ClientBuilder::new().total_timeout(t.total.0);
     if let Some(per_try) = t.per_try {
-        stack = stack.per_try_timeout(per_try.0).map_err(field(
-            format!("{p}.timeouts"),
-            &[("per_try_timeout", "per_try")],
-        ))?;
+        stack = stack.per_try_timeout(per_try.0);
     }
+    stack.validate().map_err(field(
+        format!("{p}.timeouts"),
+        &[("total_timeout", "total"), ("per_try_timeout", "per_try")],
+    ))?;
 
     let b = &config.balancer;
     let load: balance::load::Load = match b.load {
-        LoadMetric::PeakEwma => PeakEwma::default()
-            .with_decay(b.decay.0)
-            .map_err(field(format!("{p}.balancer"), &[]))?
-            .into(),
+        LoadMetric::PeakEwma => {
+            let ewma = PeakEwma::default().with_decay(b.decay.0);
+            ewma.validate()
+                .map_err(field(format!("{p}.balancer"), &[]))?;
+            ewma.into()
+        }
         LoadMetric::LeastInFlight => LeastInFlight.into(),
     };
     stack = stack.balance(balance::Builder::new().load(load).max_wait(b.max_wait.0));
@@ -334,8 +332,7 @@ async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxErr
             let source = EtcdDiscover::builder(prefix.clone())
                 .map_err(field(p(), &[]))?
                 .request_timeout(request_timeout.0)
-                .map_err(field(p(), &[]))?
-                .metric_labels(labels());
+                .labels(labels());
             // The connection is lazy: this fails only on a malformed URL, never because etcd is
             // down; the source then reports errors and retries with its backoff.
             let options = etcd_client::ConnectOptions::new()
@@ -344,7 +341,7 @@ async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxErr
             let client = etcd_client::Client::connect(endpoints.clone(), Some(options))
                 .await
                 .map_err(|e| format!("{}.endpoints: cannot use {endpoints:?}: {e}", p()))?;
-            Ok(Box::pin(source.build(client)))
+            Ok(Box::pin(source.build(client).map_err(field(p(), &[]))?))
         }
         #[allow(unreachable_patterns)]
         other => {

@@ -170,7 +170,7 @@ async fn seeded_runs_are_identical() {
 
 #[test]
 fn config_errors_name_the_field() {
-    let field = |c: AdmissionConfig| c.build().unwrap_err().field();
+    let field = |c: AdmissionConfig| c.build().unwrap_err().field().to_owned();
     assert_eq!(
         field(AdmissionConfig::new().window(Duration::ZERO)),
         "admission.window"

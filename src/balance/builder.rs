@@ -8,11 +8,11 @@ use tower::discover::Change;
 use super::load::Load;
 use super::service::{Balance, Config, Shared};
 use super::worker;
-use crate::BoxError;
 use crate::classify::DefaultClassify;
 use crate::discover::{Endpoint, Update};
 use crate::rng::SeedSource;
 use crate::telemetry::MetricLabels;
+use crate::{BoxError, ConfigError};
 
 /// Configures and builds a [`Balance`].
 ///
@@ -32,7 +32,7 @@ use crate::telemetry::MetricLabels;
 /// use meshwork::rng::SeedSource;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
+/// # async fn main() -> Result<(), meshwork::ConfigError> {
 /// let addr = "127.0.0.1:8080".parse().unwrap();
 /// let source = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Update::Insert(
 ///     Endpoint::new(addr),
@@ -46,8 +46,9 @@ use crate::telemetry::MetricLabels;
 ///         Always::new(tower::service_fn(move |_req: ()| async move {
 ///             Ok::<_, meshwork::BoxError>(addr)
 ///         }))
-///     });
+///     })?;
 /// # drop(balance);
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Debug)]
@@ -55,8 +56,8 @@ pub struct Builder<C = DefaultClassify> {
     max_wait: Duration,
     load: Load,
     classify: C,
-    seeds: Option<SeedSource>,
-    labels: MetricLabels,
+    pub(crate) seeds: Option<SeedSource>,
+    pub(crate) labels: MetricLabels,
 }
 
 impl Default for Builder {
@@ -126,6 +127,11 @@ impl<C> Builder<C> {
         self
     }
 
+    /// Checks the settings (the load metric's: see [`Load::validate`]); `build` calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.load.validate().map_err(|e| e.within("load"))
+    }
+
     fn shared<S>(
         self,
     ) -> (
@@ -151,10 +157,12 @@ impl<C> Builder<C> {
     /// An endpoint inserted again unchanged keeps its service; changed (weight or labels), it gets
     /// a new one from `make` and keeps its load.
     ///
+    /// Fails when a setting is invalid (see [`validate`](Self::validate)).
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the discovery task is spawned on the current one).
-    pub fn build<D, E, M, S>(self, discover: D, mut make: M) -> Balance<S, C>
+    pub fn build<D, E, M, S>(self, discover: D, mut make: M) -> Result<Balance<S, C>, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,
         E: Into<BoxError>,
@@ -162,20 +170,23 @@ impl<C> Builder<C> {
         S: Clone + Send + Sync + 'static,
         C: Send + Sync + 'static,
     {
+        self.validate()?;
         let (shared, closed, load) = self.shared();
         worker::spawn(&shared, closed, load, discover, move |set, update| {
             set.apply(update, &mut make)
         });
-        Balance::from_shared(shared)
+        Ok(Balance::from_shared(shared))
     }
 
     /// Builds a balancer fed by a tower [`Discover`](tower::discover::Discover) stream of
     /// [`Change`]s (every endpoint has weight 1). Any tower discovery source works.
     ///
+    /// Fails when a setting is invalid (see [`validate`](Self::validate)).
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the discovery task is spawned on the current one).
-    pub fn build_from_tower<D, K, S, E>(self, discover: D) -> Balance<S, C>
+    pub fn build_from_tower<D, K, S, E>(self, discover: D) -> Result<Balance<S, C>, ConfigError>
     where
         D: Stream<Item = Result<Change<K, S>, E>> + Send + 'static,
         K: Hash + Eq + Clone + Debug + Send + 'static,
@@ -183,6 +194,7 @@ impl<C> Builder<C> {
         S: Send + Sync + 'static,
         C: Send + Sync + 'static,
     {
+        self.validate()?;
         let (shared, closed, load) = self.shared();
         worker::spawn(
             &shared,
@@ -194,7 +206,7 @@ impl<C> Builder<C> {
                 Change::Remove(key) => set.remove(&key),
             },
         );
-        Balance::from_shared(shared)
+        Ok(Balance::from_shared(shared))
     }
 }
 
@@ -211,7 +223,22 @@ impl<S> Balance<S> {
         M: FnMut(&Endpoint) -> S + Send + 'static,
         S: Clone + Send + Sync + 'static,
     {
-        Builder::new().build(discover, make)
+        Self::from_parts(Builder::new(), discover, make)
+    }
+
+    fn from_parts<D, E, M>(builder: Builder, discover: D, mut make: M) -> Self
+    where
+        D: Stream<Item = Result<Update, E>> + Send + 'static,
+        E: Into<BoxError>,
+        M: FnMut(&Endpoint) -> S + Send + 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        // The defaults are valid: no check needed.
+        let (shared, closed, load) = builder.shared();
+        worker::spawn(&shared, closed, load, discover, move |set, update| {
+            set.apply(update, &mut make)
+        });
+        Balance::from_shared(shared)
     }
 }
 

@@ -33,11 +33,12 @@ use crate::classify::{Class, Classification};
 /// use std::time::Duration;
 /// use meshwork::balance::load::PeakEwma;
 ///
-/// let ewma = PeakEwma::default().with_decay(Duration::from_secs(5))?;
+/// let ewma = PeakEwma::default().with_decay(Duration::from_secs(5));
 /// assert_eq!(ewma.decay(), Duration::from_secs(5));
 /// assert_eq!(ewma.initial_latency(), Duration::from_millis(30));
-/// assert_eq!(PeakEwma::default().with_decay(Duration::ZERO).unwrap_err().field(), "decay");
-/// # Ok::<(), meshwork::ConfigError>(())
+/// // Values are checked when the balancer is built (or by `validate`).
+/// let zero = PeakEwma::default().with_decay(Duration::ZERO);
+/// assert_eq!(zero.validate().unwrap_err().field(), "decay");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeakEwma {
@@ -57,26 +58,25 @@ impl Default for PeakEwma {
 }
 
 impl PeakEwma {
-    /// Sets the decay time constant. Zero is rejected.
-    pub const fn with_decay(mut self, decay: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("decay", decay) {
-            Ok(d) => {
-                self.decay = d;
-                Ok(self)
-            }
-            Err(e) => Err(e),
-        }
+    /// Sets the decay time constant. Zero is rejected by [`validate`](Self::validate) (when the
+    /// balancer is built).
+    pub const fn with_decay(mut self, decay: Duration) -> Self {
+        self.decay = decay;
+        self
     }
 
-    /// Sets the latency estimate of an endpoint that has no sample yet. Zero is rejected.
-    pub const fn with_initial_latency(mut self, latency: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("initial_latency", latency) {
-            Ok(d) => {
-                self.initial_latency = d;
-                Ok(self)
-            }
-            Err(e) => Err(e),
-        }
+    /// Sets the latency estimate of an endpoint that has no sample yet. Zero is rejected by
+    /// [`validate`](Self::validate) (when the balancer is built).
+    pub const fn with_initial_latency(mut self, latency: Duration) -> Self {
+        self.initial_latency = latency;
+        self
+    }
+
+    /// Checks the settings: `decay` and `initial_latency` must be non-zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::error::non_zero("decay", self.decay)?;
+        crate::error::non_zero("initial_latency", self.initial_latency)?;
+        Ok(())
     }
 
     /// Sets the least latency a failure counts for. Zero turns the penalty off (a failure then
@@ -121,6 +121,16 @@ pub enum Load {
     PeakEwma(PeakEwma),
     /// [`LeastInFlight`].
     LeastInFlight,
+}
+
+impl Load {
+    /// Checks the metric's settings (see [`PeakEwma::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Load::PeakEwma(p) => p.validate(),
+            Load::LeastInFlight => Ok(()),
+        }
+    }
 }
 
 impl Default for Load {

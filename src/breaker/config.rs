@@ -238,7 +238,7 @@ impl BreakerConfigBuilder {
 
     /// The source of randomness for the backoff jitter (default: OS entropy). Each breaker built from
     /// this configuration draws its own generator from it.
-    pub fn seeds(mut self, seeds: SeedSource) -> Self {
+    pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.config.seeds = Some(seeds);
         self
     }
@@ -321,7 +321,7 @@ mod tests {
     fn rejects_bad_values_naming_the_field() {
         let b = BreakerConfig::builder;
         let s = Duration::from_secs(1);
-        let field = |r: Result<BreakerConfig, ConfigError>| r.unwrap_err().field();
+        let field = |r: Result<BreakerConfig, ConfigError>| r.unwrap_err().field().to_owned();
         assert_eq!(
             field(b().consecutive_failures(0).build()),
             "consecutive_failures"

@@ -120,7 +120,7 @@
 //! let config = BreakerConfig::builder()
 //!     .consecutive_failures(3)
 //!     .backoff(Backoff::equal_jitter(Duration::from_secs(1), Duration::from_secs(30))?)
-//!     .seeds(SeedSource::from_seed(7))
+//!     .seed(SeedSource::from_seed(7))
 //!     .build()?;
 //! let flaky = tower::service_fn(|fail: bool| async move {
 //!     if fail { Err::<(), meshwork::BoxError>("boom".into()) } else { Ok(()) }

@@ -65,7 +65,7 @@ impl Service<Out> for Scripted {
 fn breaker(b: BreakerConfigBuilder) -> (Breaker<Scripted, Classifier>, Arc<AtomicUsize>) {
     let inner = Scripted::default();
     let calls = inner.calls.clone();
-    let config = b.seeds(SeedSource::from_seed(1)).build().unwrap();
+    let config = b.seed(SeedSource::from_seed(1)).build().unwrap();
     (
         Breaker::with_classify(inner, config, classify as Classifier),
         calls,

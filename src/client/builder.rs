@@ -35,12 +35,34 @@ use crate::{BoxError, ConfigError};
 /// use meshwork::retry::RetryPolicy;
 ///
 /// let builder = ClientBuilder::new()
-///     .total_timeout(Duration::from_secs(2))?
-///     .per_try_timeout(Duration::from_millis(500))?
+///     .total_timeout(Duration::from_secs(2))
+///     .per_try_timeout(Duration::from_millis(500))
 ///     .retry(RetryPolicy::new().max_retries(3));
 /// assert_eq!(builder.get_total_timeout(), Some(Duration::from_secs(2)));
-/// # Ok::<(), meshwork::ConfigError>(())
 /// ```
+///
+/// Setters never fail; `build` checks every value, set or derived, and names the field at fault:
+///
+/// ```
+/// use std::time::Duration;
+/// use meshwork::client::ClientBuilder;
+/// use meshwork::discover::{Endpoint, Static};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let make = |_: &Endpoint| tower::service_fn(|_: ()| async { Ok::<_, meshwork::BoxError>(()) });
+/// let err = ClientBuilder::new()
+///     .per_try_timeout(Duration::ZERO)
+///     .build(Static::new([]), make)
+///     .unwrap_err();
+/// assert_eq!(err.field(), "per_try_timeout");
+/// # }
+/// ```
+///
+/// Settings given to a layer's own builder are kept: the seed and labels of a
+/// [`RetryPolicy`], a [`balance::Builder`] or a [`BreakerConfig`] win over the client's
+/// (labels are merged, the layer's winning on a clash); the client's fill in what they leave
+/// unset.
 #[derive(Clone, Debug)]
 pub struct ClientBuilder<C = DefaultClassify, R = CloneRequest> {
     total_timeout: Option<Duration>,
@@ -97,10 +119,11 @@ impl ClientBuilder {
 }
 
 impl<C, R> ClientBuilder<C, R> {
-    /// Bounds each request, all tries included (non-zero). See [`DeadlineLayer`].
-    pub fn total_timeout(mut self, total: Duration) -> Result<Self, ConfigError> {
-        self.total_timeout = Some(crate::error::non_zero("total_timeout", total)?);
-        Ok(self)
+    /// Bounds each request, all tries included (non-zero, checked by `build`). See
+    /// [`DeadlineLayer`].
+    pub fn total_timeout(mut self, total: Duration) -> Self {
+        self.total_timeout = Some(total);
+        self
     }
 
     /// No total timeout (and no deadline set on requests; one the caller set is still honoured
@@ -110,10 +133,10 @@ impl<C, R> ClientBuilder<C, R> {
         self
     }
 
-    /// Bounds each try, readiness wait included (non-zero). See [`Timeout`].
-    pub fn per_try_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
-        self.per_try_timeout = PerTry::Set(crate::error::non_zero("per_try_timeout", timeout)?);
-        Ok(self)
+    /// Bounds each try, readiness wait included (non-zero, checked by `build`). See [`Timeout`].
+    pub fn per_try_timeout(mut self, timeout: Duration) -> Self {
+        self.per_try_timeout = PerTry::Set(timeout);
+        self
     }
 
     /// No per-try timeout.
@@ -122,9 +145,10 @@ impl<C, R> ClientBuilder<C, R> {
         self
     }
 
-    /// The retry policy (its classifier and replay are replaced by the builder's). Share a
-    /// [`RetryBudget`](crate::retry::RetryBudget) between clients by giving their policies the
-    /// same budget.
+    /// The retry policy. Its classifier and replay are the client's ([`classify`](Self::classify),
+    /// [`replay`](Self::replay)), which is why it takes a policy with the default type parameters;
+    /// its seed and labels, if set, are kept. Share a [`RetryBudget`](crate::retry::RetryBudget)
+    /// between clients by giving their policies the same budget.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
@@ -164,8 +188,9 @@ impl<C, R> ClientBuilder<C, R> {
         self
     }
 
-    /// The balancer's settings (load metric, wait for an endpoint). Its classifier, seed and
-    /// labels are replaced by the builder's.
+    /// The balancer's settings (load metric, wait for an endpoint). Its classifier is the
+    /// client's (so it takes a builder with the default classifier); its seed and labels, if set,
+    /// are kept.
     pub fn balance(mut self, balance: balance::Builder) -> Self {
         self.balance = balance;
         self
@@ -268,9 +293,15 @@ impl<C, R> ClientBuilder<C, R> {
         &self.balance
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Checks every setting, as [`build`](Self::build) does, and names the first invalid field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(total) = self.total_timeout {
+            crate::error::non_zero("total_timeout", total)?;
+        }
+        if let PerTry::Set(t) = self.per_try_timeout {
+            crate::error::non_zero("per_try_timeout", t)?;
+        }
         if self.get_per_try_timeout() == Some(Duration::ZERO) {
-            // Only a derived value can be zero (a set one is checked by its setter).
             return Err(ConfigError::new(
                 "per_try_timeout",
                 "derived from `total_timeout` (a third of it) is zero: set a longer total or a per-try timeout",
@@ -285,8 +316,9 @@ impl<C, R> ClientBuilder<C, R> {
             ));
         }
         if let Some(a) = &self.admission {
-            a.validate()?;
+            a.validate()?; // its fields are named `admission.*` already
         }
+        self.balance.validate().map_err(|e| e.within("balance"))?;
         if let Some(b) = &self.breaker
             && b.mode() != Mode::Gate
         {
@@ -302,8 +334,9 @@ impl<C, R> ClientBuilder<C, R> {
     /// of one endpoint. Spawns the balancer's discovery task, so it must be called within a tokio
     /// runtime.
     ///
-    /// Fails when the combination is invalid: a per-try timeout longer than the total, or a breaker
-    /// in fail-fast mode.
+    /// Fails when a value or the combination is invalid, naming the field: a zero timeout (set, or
+    /// derived from the total), a per-try timeout longer than the total, a breaker in fail-fast
+    /// mode, an invalid `balance.load` or `admission` setting.
     pub fn build<D, E, M, S>(self, discover: D, mut make: M) -> Result<Client<S, C, R>, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,
@@ -313,14 +346,15 @@ impl<C, R> ClientBuilder<C, R> {
         C: Clone + Send + Sync + 'static,
         R: Clone,
     {
-        self.check()?;
+        self.validate()?;
         let per_try = self.get_per_try_timeout();
         let seeds = self.seeds.unwrap_or_default();
         let labels = self.labels;
         let endpoint_labels = self.endpoint_labels;
         let classify = self.classify;
+        // A layer's own seed and labels win; the client's fill in what it left unset.
         let breaker = self.breaker.map(|mut config| {
-            config.seeds = Some(seeds.clone());
+            config.seeds.get_or_insert_with(|| seeds.clone());
             config.labels = merge(&labels, &config.labels);
             config
         });
@@ -346,21 +380,19 @@ impl<C, R> ClientBuilder<C, R> {
                 None => Optional::Off(Always::new(svc)),
             }
         };
-        let balance = self
-            .balance
+        let mut balance = self.balance;
+        balance.seeds.get_or_insert_with(|| seeds.clone());
+        balance.labels = merge(&labels, &balance.labels);
+        let balance = balance
             .classify(classify.clone())
-            .seed(seeds.clone())
-            .labels(labels.clone())
-            .build(discover, make_endpoint);
+            .build(discover, make_endpoint)?;
         let admission_classify = classify.clone();
         let carrier = self.replay.clone();
         let retry = match self.retry {
-            Some(policy) => {
-                let policy = policy
-                    .classify(classify)
-                    .replay(self.replay)
-                    .seed(seeds.clone())
-                    .labels(labels.clone());
+            Some(mut policy) => {
+                policy.seeds.get_or_insert_with(|| seeds.clone());
+                policy.labels = merge(&labels, &policy.labels);
+                let policy = policy.classify(classify).replay(self.replay);
                 Optional::On(Retry::new(balance, policy))
             }
             None => Optional::Off(balance),

@@ -35,12 +35,11 @@ pub type HttpResponse = Response<FirstFrameBody<Incoming>>;
 /// use meshwork::http::{ConnectConfig, HttpVersion};
 ///
 /// let builder = HttpClientBuilder::with_stack(
-///     ClientBuilder::new().per_try_timeout(Duration::from_millis(500))?,
+///     ClientBuilder::new().per_try_timeout(Duration::from_millis(500)),
 /// )
 /// .connect(ConnectConfig::new().version(HttpVersion::Http2))
 /// .replay_limit(128 * 1024);
 /// assert_eq!(builder.get_replay_limit(), 128 * 1024);
-/// # Ok::<(), meshwork::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct HttpClientBuilder {
@@ -157,6 +156,7 @@ impl HttpClientBuilder {
         D: Stream<Item = Result<Update, E>> + Send + 'static,
         E: Into<BoxError>,
     {
+        self.connect.validate().map_err(|e| e.within("connect"))?;
         let connect = self.connect;
         #[cfg(feature = "tls")]
         let tls = self.tls;

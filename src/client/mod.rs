@@ -35,7 +35,7 @@
 //!     Endpoint::new("127.0.0.1:7002".parse()?),
 //! ]);
 //! let mut client = ClientBuilder::new()
-//!     .total_timeout(Duration::from_secs(1))?
+//!     .total_timeout(Duration::from_secs(1))
 //!     .build(endpoints, |ep: &Endpoint| {
 //!         let addr = ep.addr();
 //!         // The connection: here an in-memory service that answers with its address.

@@ -178,7 +178,7 @@ impl DnsBuilder {
     }
 
     /// The randomness for the retry jitter (default: from entropy).
-    pub fn seeds(mut self, seeds: SeedSource) -> Self {
+    pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }

@@ -79,9 +79,10 @@ pub enum HttpVersion {
 ///
 /// let config = ConnectConfig::new()
 ///     .version(HttpVersion::Http2)
-///     .connect_timeout(Duration::from_millis(500))?;
+///     .connect_timeout(Duration::from_millis(500));
 /// assert_eq!(config.get_version(), HttpVersion::Http2);
-/// assert_eq!(ConnectConfig::new().connect_timeout(Duration::ZERO).unwrap_err().field(), "connect_timeout");
+/// let zero = ConnectConfig::new().connect_timeout(Duration::ZERO);
+/// assert_eq!(zero.validate().unwrap_err().field(), "connect_timeout");
 /// # Ok::<(), meshwork::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -117,26 +118,27 @@ impl ConnectConfig {
         self
     }
 
-    /// Sets the connect timeout (non-zero).
-    pub const fn connect_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("connect_timeout", timeout) {
-            Ok(t) => {
-                self.connect_timeout = t;
-                Ok(self)
-            }
-            Err(e) => Err(e),
-        }
+    /// Sets the connect timeout (non-zero: checked by [`validate`](Self::validate)).
+    pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
-    /// Sets how long an idle pooled connection is kept (non-zero).
-    pub const fn pool_idle_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("pool_idle_timeout", timeout) {
-            Ok(t) => {
-                self.pool_idle_timeout = t;
-                Ok(self)
-            }
-            Err(e) => Err(e),
-        }
+    /// Sets how long an idle pooled connection is kept (non-zero: checked by
+    /// [`validate`](Self::validate)).
+    pub const fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings: `connect_timeout` and `pool_idle_timeout` must be non-zero.
+    /// [`HttpClientBuilder::build`](crate::client::HttpClientBuilder::build) calls it (the field
+    /// path is then `connect.connect_timeout`); call it yourself before
+    /// [`endpoint`](Self::endpoint) when you use the config alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::error::non_zero("connect_timeout", self.connect_timeout)?;
+        crate::error::non_zero("pool_idle_timeout", self.pool_idle_timeout)?;
+        Ok(())
     }
 
     /// Sets how many idle connections are kept per endpoint (HTTP/1.1).

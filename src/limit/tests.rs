@@ -175,7 +175,7 @@ async fn http_nack_is_a_503_with_the_header() {
 
 #[test]
 fn config_errors_name_the_field() {
-    let field = |c: LimitConfig| c.build().unwrap_err().field();
+    let field = |c: LimitConfig| c.build().unwrap_err().field().to_owned();
     assert_eq!(field(LimitConfig::new().min_limit(0)), "limit.min_limit");
     assert_eq!(
         field(LimitConfig::new().min_limit(9).max_limit(8)),

@@ -5,7 +5,6 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use super::{CloneRequest, NotReplayable, Replay, RetryBudget};
-use crate::ConfigError;
 use crate::backoff::Backoff;
 use crate::classify::{Class, Classification, DefaultClassify};
 use crate::rng::SeedSource;
@@ -35,13 +34,9 @@ use crate::telemetry::MetricLabels;
 /// let policy = RetryPolicy::new()
 ///     .max_retries(3)
 ///     .backoff(Backoff::exponential(Duration::from_millis(10), Duration::from_millis(100))?)
-///     .retry_after_cap(Duration::from_secs(2))?
+///     .retry_after_cap(Duration::from_secs(2))
 ///     .budget(shared.clone());
 /// assert_eq!(policy.get_max_retries(), 3);
-/// assert_eq!(
-///     RetryPolicy::new().retry_after_cap(Duration::ZERO).unwrap_err().field(),
-///     "retry_after_cap"
-/// );
 /// # Ok::<(), meshwork::ConfigError>(())
 /// ```
 #[derive(Clone)]
@@ -54,8 +49,8 @@ pub struct RetryPolicy<C = DefaultClassify, R = CloneRequest> {
     pub(super) retry_after_cap: Duration,
     pub(super) min_try_time: Duration,
     pub(super) budget: RetryBudget,
-    pub(super) seeds: SeedSource,
-    pub(super) labels: MetricLabels,
+    pub(crate) seeds: Option<SeedSource>,
+    pub(crate) labels: MetricLabels,
 }
 
 impl<C: fmt::Debug, R: fmt::Debug> fmt::Debug for RetryPolicy<C, R> {
@@ -92,7 +87,7 @@ impl RetryPolicy {
             retry_after_cap: Duration::from_secs(10),
             min_try_time: Duration::from_millis(1),
             budget: RetryBudget::new(),
-            seeds: SeedSource::default(),
+            seeds: None,
             labels: MetricLabels::new(),
         }
     }
@@ -165,10 +160,10 @@ impl<C, R> RetryPolicy<C, R> {
     }
 
     /// The longest wait a server's `Retry-After` can impose (default 10 s): the layer waits
-    /// `max(backoff, min(retry_after, cap))`. Zero is rejected.
-    pub fn retry_after_cap(mut self, cap: Duration) -> Result<Self, ConfigError> {
-        self.retry_after_cap = crate::error::non_zero("retry_after_cap", cap)?;
-        Ok(self)
+    /// `max(backoff, min(retry_after, cap))`. Zero ignores `Retry-After` (the backoff alone).
+    pub const fn retry_after_cap(mut self, cap: Duration) -> Self {
+        self.retry_after_cap = cap;
+        self
     }
 
     /// The least time a try needs: a retry starts only if at least this much is left before the
@@ -187,7 +182,7 @@ impl<C, R> RetryPolicy<C, R> {
 
     /// The source of the backoff jitter (seed it for deterministic tests).
     pub fn seed(mut self, seeds: SeedSource) -> Self {
-        self.seeds = seeds;
+        self.seeds = Some(seeds);
         self
     }
 
@@ -278,6 +273,7 @@ impl Telemetry {
 #[derive(Debug)]
 pub(super) struct Shared<C, R> {
     pub(super) policy: RetryPolicy<C, R>,
+    seeds: SeedSource,
     telemetry: Telemetry,
 }
 
@@ -293,7 +289,12 @@ pub(super) struct Attempts {
 impl<C, R> Shared<C, R> {
     pub(super) fn new(policy: RetryPolicy<C, R>) -> Self {
         let telemetry = Telemetry::new(&policy.labels);
-        Self { policy, telemetry }
+        let seeds = policy.seeds.clone().unwrap_or_default();
+        Self {
+            policy,
+            seeds,
+            telemetry,
+        }
     }
 
     /// Decides whether a failed try is tried again. On yes, returns the request for the next try
@@ -332,7 +333,7 @@ impl<C, R> Shared<C, R> {
         }
 
         let attempt = attempts.retries + attempts.requeues;
-        let rng = attempts.rng.get_or_insert_with(|| p.seeds.rng());
+        let rng = attempts.rng.get_or_insert_with(|| self.seeds.rng());
         let prev = attempts.prev_delay.unwrap_or(p.backoff.base());
         let mut delay = p.backoff.delay(attempt, prev, rng);
         if let Some(after) = c.retry_after() {

@@ -47,29 +47,32 @@ pub struct DeadlineLayer<K = InRequest> {
 impl DeadlineLayer {
     /// Every request gets at most `total`. A zero total is rejected.
     pub const fn new(total: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("total", total) {
-            Ok(total) => Ok(Self {
-                total: Some(total),
-                max_incoming: None,
-                honor_incoming: true,
-                carrier: InRequest,
-            }),
-            Err(e) => Err(e),
+        if total.is_zero() {
+            return Err(ConfigError::new("total", "must be greater than zero"));
         }
+        Ok(Self {
+            total: Some(total),
+            max_incoming: None,
+            honor_incoming: true,
+            carrier: InRequest,
+        })
     }
 
     /// No local total: a request gets the budget its caller sent, capped by `max`; a request
     /// without one gets `max`. A zero maximum is rejected.
     pub const fn from_incoming(max: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("max_incoming", max) {
-            Ok(max) => Ok(Self {
-                total: None,
-                max_incoming: Some(max),
-                honor_incoming: true,
-                carrier: InRequest,
-            }),
-            Err(e) => Err(e),
+        if max.is_zero() {
+            return Err(ConfigError::new(
+                "max_incoming",
+                "must be greater than zero",
+            ));
         }
+        Ok(Self {
+            total: None,
+            max_incoming: Some(max),
+            honor_incoming: true,
+            carrier: InRequest,
+        })
     }
 }
 

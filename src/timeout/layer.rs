@@ -24,10 +24,10 @@ pub struct TimeoutLayer {
 impl TimeoutLayer {
     /// A layer that gives each try `timeout`, readiness wait included. A zero timeout is rejected.
     pub const fn new(timeout: Duration) -> Result<Self, ConfigError> {
-        match crate::error::non_zero("timeout", timeout) {
-            Ok(timeout) => Ok(Self { timeout }),
-            Err(e) => Err(e),
+        if timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be greater than zero"));
         }
+        Ok(Self { timeout })
     }
 
     /// The per-try timeout.

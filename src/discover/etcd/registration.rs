@@ -61,10 +61,11 @@ pub struct Registration {
 /// use meshwork::discover::etcd::Registration;
 ///
 /// let ep = Endpoint::new("127.0.0.1:8080".parse().unwrap());
-/// let builder = Registration::builder("services/users", ep.clone())?.ttl(Duration::from_secs(5))?;
+/// let builder = Registration::builder("services/users", ep.clone())?.ttl(Duration::from_secs(5));
 /// assert_eq!(builder.key(), "services/users/127.0.0.1:8080");
 /// let err = Registration::builder("services/users", ep)?
 ///     .ttl(Duration::from_millis(1500))
+///     .validate()
 ///     .unwrap_err();
 /// assert_eq!(err.field(), "ttl");
 /// # Ok::<(), meshwork::ConfigError>(())
@@ -73,7 +74,7 @@ pub struct Registration {
 pub struct RegistrationBuilder {
     key: String,
     value: String,
-    ttl_secs: i64,
+    ttl: Duration,
     backoff: Backoff,
     seeds: Option<SeedSource>,
 }
@@ -100,7 +101,7 @@ impl Registration {
         Ok(RegistrationBuilder {
             key: format!("{prefix}/{}", endpoint.addr()),
             value: value::encode(&endpoint),
-            ttl_secs: DEFAULT_TTL.as_secs() as i64,
+            ttl: DEFAULT_TTL,
             backoff: Backoff::full_jitter(DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX)?,
             seeds: None,
         })
@@ -168,15 +169,29 @@ impl RegistrationBuilder {
     /// The lease time-to-live (default [`DEFAULT_TTL`]): how long the key outlives a dead process.
     /// etcd counts whole seconds: anything else, or less than one second, is rejected. etcd may
     /// raise a very short TTL to its own minimum (about 2 s with default settings).
-    pub fn ttl(mut self, ttl: Duration) -> Result<Self, ConfigError> {
+    ///
+    /// Checked by [`register`](Self::register).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Checks the settings, as [`register`](Self::register) does: the TTL must be a whole number
+    /// of seconds, at least 1.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.ttl_secs().map(drop)
+    }
+
+    /// The TTL in whole seconds, or the error naming `ttl`.
+    fn ttl_secs(&self) -> Result<i64, ConfigError> {
+        let ttl = self.ttl;
         if ttl.subsec_nanos() != 0 || ttl.as_secs() == 0 || ttl.as_secs() > i64::MAX as u64 {
             return Err(ConfigError::new(
                 "ttl",
                 "must be a whole number of seconds, at least 1",
             ));
         }
-        self.ttl_secs = ttl.as_secs() as i64;
-        Ok(self)
+        Ok(ttl.as_secs() as i64)
     }
 
     /// The delays between keep-alive or re-registration attempts after a failure.
@@ -186,7 +201,7 @@ impl RegistrationBuilder {
     }
 
     /// The randomness for the backoff jitter (default: from entropy).
-    pub fn seed_source(mut self, seeds: SeedSource) -> Self {
+    pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
@@ -197,16 +212,18 @@ impl RegistrationBuilder {
     }
 
     /// Grants the lease, writes the key, and starts the keep-alive task (on the current tokio
-    /// runtime). Fails if etcd cannot be reached now.
+    /// runtime). Fails if a setting is invalid (a [`ConfigError`] naming `ttl`) or etcd cannot be
+    /// reached now.
     pub async fn register(self, mut client: Client) -> Result<Registration, BoxError> {
+        let ttl_secs = self.ttl_secs()?;
         let lease = Arc::new(AtomicI64::new(0));
-        grant_and_put(&mut client, &self.key, &self.value, self.ttl_secs, &lease).await?;
-        tracing::info!(key = %self.key, lease = lease.load(Ordering::Acquire), ttl_secs = self.ttl_secs, "etcd registration: registered");
+        grant_and_put(&mut client, &self.key, &self.value, ttl_secs, &lease).await?;
+        tracing::info!(key = %self.key, lease = lease.load(Ordering::Acquire), ttl_secs, "etcd registration: registered");
         let keeper = Keeper {
             client: client.clone(),
             key: self.key.clone(),
             value: self.value,
-            ttl_secs: self.ttl_secs,
+            ttl_secs,
             lease: lease.clone(),
             backoff: self.backoff.sequence(),
             rng: self.seeds.unwrap_or_default().rng(),

@@ -64,7 +64,7 @@ impl EtcdDiscover {
     /// Follows the keys under `prefix` (a `/` is appended if missing), with the default backoff
     /// and request timeout. An empty prefix is rejected.
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, ConfigError> {
-        Ok(Self::builder(prefix)?.build(client))
+        Self::builder(prefix)?.build(client)
     }
 
     /// A builder, to set the backoff, the request timeout, the randomness and the metric labels.
@@ -103,8 +103,8 @@ impl Stream for EtcdDiscover {
 ///
 /// let builder = EtcdDiscover::builder("services/users")?
 ///     .backoff(Backoff::full_jitter(Duration::from_millis(100), Duration::from_secs(2))?)
-///     .request_timeout(Duration::from_secs(2))?
-///     .seed_source(SeedSource::from_seed(7));
+///     .request_timeout(Duration::from_secs(2))
+///     .seed(SeedSource::from_seed(7));
 /// assert_eq!(builder.prefix(), "services/users/");
 /// assert_eq!(EtcdDiscover::builder("").unwrap_err().field(), "prefix");
 /// # Ok::<(), meshwork::ConfigError>(())
@@ -128,21 +128,22 @@ impl EtcdDiscoverBuilder {
     }
 
     /// The bound on one range read or one watch creation (default [`DEFAULT_REQUEST_TIMEOUT`]);
-    /// zero is rejected. An established watch has no timeout: configure gRPC keep-alive on the
-    /// client (`ConnectOptions::with_keep_alive`) to detect a silently dead connection.
-    pub fn request_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
-        self.request_timeout = crate::error::non_zero("request_timeout", timeout)?;
-        Ok(self)
+    /// zero is rejected by `build`. An established watch has no timeout: configure gRPC
+    /// keep-alive on the client (`ConnectOptions::with_keep_alive`) to detect a silently dead
+    /// connection.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// The randomness for the backoff jitter (default: from entropy).
-    pub fn seed_source(mut self, seeds: SeedSource) -> Self {
+    pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels for this source's metrics (feature `metrics`).
-    pub fn metric_labels(mut self, labels: MetricLabels) -> Self {
+    pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
@@ -152,8 +153,15 @@ impl EtcdDiscoverBuilder {
         &self.prefix
     }
 
+    /// Checks the settings, as [`build`](Self::build) does: `request_timeout` must be non-zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::error::non_zero("request_timeout", self.request_timeout).map(drop)
+    }
+
     /// The source, reading through `client`. Nothing is sent to etcd until the stream is polled.
-    pub fn build(self, client: Client) -> EtcdDiscover {
+    /// Fails when a setting is invalid (a zero `request_timeout`).
+    pub fn build(self, client: Client) -> Result<EtcdDiscover, ConfigError> {
+        self.validate()?;
         let seeds = self.seeds.unwrap_or_default();
         let driver = Driver {
             #[cfg(feature = "metrics")]
@@ -177,10 +185,10 @@ impl EtcdDiscoverBuilder {
             let item = d.next().await;
             Some((item, d))
         });
-        EtcdDiscover {
+        Ok(EtcdDiscover {
             inner: Box::pin(inner),
             prefix: self.prefix,
-        }
+        })
     }
 }
 
@@ -455,6 +463,7 @@ mod tests {
         let err = EtcdDiscover::builder("svc")
             .unwrap()
             .request_timeout(Duration::ZERO)
+            .validate()
             .unwrap_err();
         assert_eq!(err.field(), "request_timeout");
     }
