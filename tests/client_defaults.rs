@@ -35,7 +35,10 @@ fn from_code() -> BTreeMap<String, String> {
     let http = HttpClientBuilder::new();
     let stack = ClientBuilder::new();
     let retry = stack.get_retry().expect("retries are on by default");
-    let budget = retry.get_budget();
+    let budget = retry
+        .get_budget()
+        .downcast_ref::<meshwork::retry::RetryBudget>()
+        .expect("the default budget is a RetryBudget");
     let breaker = stack.get_breaker().expect("breakers are on by default");
     let Load::PeakEwma(ewma) = stack.get_balance().get_load() else {
         panic!("peak EWMA is the default load")

@@ -15,7 +15,6 @@ use crate::http::{
     ConnectConfig, DEFAULT_REPLAY_LIMIT, FirstFrame, FirstFrameBody, FirstFrameLayer, HttpEndpoint,
     HttpReplay, PropagateDeadline, PropagateDeadlineLayer, ReplayBody,
 };
-use crate::retry::RetryBudget;
 use crate::{BoxError, ConfigError};
 
 /// The connection service of one endpoint: deadline header, time to first body frame, hyper pool.
@@ -280,7 +279,7 @@ impl<B> HttpClient<B> {
     }
 
     /// The retry budget, when retries are on.
-    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+    pub fn retry_budget(&self) -> Option<&dyn crate::retry::Budget> {
         self.client.retry_budget()
     }
 }

@@ -11,7 +11,7 @@ use crate::balance::Balance;
 use crate::breaker::{Breaker, State};
 use crate::classify::DefaultClassify;
 use crate::discover::Endpoint;
-use crate::retry::{CloneRequest, Retry, RetryBudget};
+use crate::retry::{CloneRequest, Retry};
 use crate::timeout::{Timeout, TryDeadline, ViaReplay, WithDeadline};
 
 /// One try's bound around an endpoint's connection service: the per-try timeout, and the
@@ -128,7 +128,7 @@ impl<S, C, R> Client<S, C, R> {
     }
 
     /// The retry budget, when retries are on.
-    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+    pub fn retry_budget(&self) -> Option<&dyn crate::retry::Budget> {
         self.retry_stack()
             .on()
             .map(|retry| retry.policy().get_budget())

@@ -102,6 +102,7 @@
 //! [`HttpClassify`]: crate::classify::HttpClassify
 
 mod budget;
+mod budget_trait;
 mod error;
 mod future;
 mod layer;
@@ -110,6 +111,7 @@ mod replay;
 mod service;
 
 pub use self::budget::{RetryBudget, RetryBudgetBuilder};
+pub use self::budget_trait::{AlwaysRetry, Budget, NeverRetry};
 pub use self::error::BudgetExhausted;
 pub use self::future::ResponseFuture;
 pub use self::layer::RetryLayer;

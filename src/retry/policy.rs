@@ -4,7 +4,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
-use super::{CloneRequest, NotReplayable, Replay, RetryBudget};
+use super::{Budget, CloneRequest, NotReplayable, Replay, RetryBudget};
 use crate::backoff::Backoff;
 use crate::classify::{Class, Classification, DefaultClassify};
 use crate::rng::SeedSource;
@@ -48,7 +48,7 @@ pub struct RetryPolicy<C = DefaultClassify, R = CloneRequest> {
     pub(super) backoff: Backoff,
     pub(super) retry_after_cap: Duration,
     pub(super) min_try_time: Duration,
-    pub(super) budget: RetryBudget,
+    pub(super) budget: std::sync::Arc<dyn Budget>,
     pub(crate) seeds: Option<SeedSource>,
     pub(crate) labels: MetricLabels,
 }
@@ -86,7 +86,7 @@ impl RetryPolicy {
                 .expect("the default backoff is valid"),
             retry_after_cap: Duration::from_secs(10),
             min_try_time: Duration::from_millis(1),
-            budget: RetryBudget::new(),
+            budget: std::sync::Arc::new(RetryBudget::new()),
             seeds: None,
             labels: MetricLabels::new(),
         }
@@ -175,8 +175,11 @@ impl<C, R> RetryPolicy<C, R> {
 
     /// The budget retries and requeues draw on; pass clones of one handle to several layers to
     /// share it.
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = budget;
+    ///
+    /// Any [`Budget`] works: [`RetryBudget`] (the default), [`AlwaysRetry`](super::AlwaysRetry),
+    /// [`NeverRetry`](super::NeverRetry), or your own.
+    pub fn budget(mut self, budget: impl Budget) -> Self {
+        self.budget = std::sync::Arc::new(budget);
         self
     }
 
@@ -213,8 +216,8 @@ impl<C, R> RetryPolicy<C, R> {
     }
 
     /// The retry budget.
-    pub const fn get_budget(&self) -> &RetryBudget {
-        &self.budget
+    pub fn get_budget(&self) -> &dyn Budget {
+        &*self.budget
     }
 }
 

@@ -255,6 +255,28 @@ async fn the_budget_is_shared_by_clones_and_layers() {
     assert_eq!(budget.exhausted_count(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn never_retry_returns_the_first_failure() {
+    let layer = RetryLayer::new(policy().budget(NeverRetry));
+    let (join, mut handle) = spawn_call(layer, "req");
+    fail(&mut handle, "first").await;
+    assert_eq!(join.await.unwrap().unwrap_err().to_string(), "first");
+    assert!(handle.next_request().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn always_retry_is_bounded_by_max_retries_alone() {
+    // A `RetryBudget` with nothing in it would refuse the first retry (see above); `AlwaysRetry`
+    // lets the policy's `max_retries` (3) decide.
+    let layer = RetryLayer::new(policy().max_retries(3).budget(AlwaysRetry));
+    let (join, mut handle) = spawn_call(layer, "req");
+    for i in 0..4 {
+        fail(&mut handle, format!("try {i}")).await;
+    }
+    assert_eq!(join.await.unwrap().unwrap_err().to_string(), "try 3");
+    assert!(handle.next_request().await.is_none());
+}
+
 /// Requests that must not be sent twice unless they provably were not sent.
 struct NotIdempotent;
 
