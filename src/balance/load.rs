@@ -282,7 +282,9 @@ impl EndpointLoad {
     /// [`record`](Self::record), except that a [nack](Classification::nack) counts as load (see
     /// [`record_nack`](Self::record_nack)).
     pub(crate) fn record_outcome(&self, start: Instant, end: Instant, c: Classification) {
-        if c.is_nack() {
+        // A nack and a throttled answer (429) both say "busy": load, not a failure. Recorded as a
+        // plain ignorable sample, a fast 429 would make the endpoint look fast and attract more.
+        if c.is_nack() || c.is_throttled() {
             self.record_nack(start, end);
         } else {
             self.record(start, end, c.class());
@@ -383,6 +385,18 @@ mod tests {
         let lif = EndpointLoad::new(Load::LeastInFlight);
         lif.record_outcome(t0, t0 + MS, Classification::nack());
         assert_eq!(lif.latency_estimate(t0), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_429_is_load_and_never_makes_the_endpoint_look_fast() {
+        // Before: a throttled answer (ignorable) was recorded at its latency, so a 1 ms 429 pulled
+        // the estimate down like a fast success.
+        let load = EndpointLoad::new(Load::default());
+        let t0 = Instant::now();
+        load.record(t0, t0 + 40 * MS, Class::Success);
+        load.record_outcome(t0 + 40 * MS, t0 + 41 * MS, Classification::throttled());
+        let est = load.latency_estimate(t0 + 41 * MS).unwrap();
+        assert!(est > 70 * MS && est <= 80 * MS, "{est:?}");
     }
 
     #[tokio::test(start_paused = true)]

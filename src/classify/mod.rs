@@ -133,8 +133,9 @@ impl Classification {
     /// The endpoint asked the caller to slow down (HTTP `429 Too Many Requests`): not the
     /// endpoint's failure, but worth trying again.
     ///
-    /// Its class is [`Class::Ignorable`], so the breaker and the load metric do not count it
-    /// against the endpoint (Envoy's outlier detection counts 5xx only). It is
+    /// Its class is [`Class::Ignorable`], so the breaker does not count it against the endpoint
+    /// (Envoy's outlier detection counts 5xx only), and the load metric records it as load, as it
+    /// does a [nack](Self::nack) (a fast 429 never makes the endpoint look fast). It is
     /// [throttled](Self::is_throttled), so the retry layer retries it like a retryable failure
     /// (idempotent requests only, within the budget, after any `Retry-After`), and admission control
     /// counts it as a request that was not accepted.
