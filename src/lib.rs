@@ -64,6 +64,7 @@
 //! [tower]: https://docs.rs/tower
 
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
