@@ -89,4 +89,9 @@ pub mod timeout;
 pub mod tls;
 mod util;
 
+/// The Rust examples of `CONTRIBUTING.md` (the guide to building a layer here) run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../CONTRIBUTING.md")]
+struct ContributingGuide;
+
 pub use crate::error::{BoxError, ConfigError, find_cause, is_caused_by};
