@@ -83,6 +83,25 @@ impl<S> Always<S> {
     }
 
     /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    ///
+    /// ```
+    /// use meshwork::available::Always;
+    ///
+    /// let mut svc = Always::new(vec![1, 2]);
+    /// assert_eq!(svc.get_ref().len(), 2);
+    /// svc.get_mut().push(3);
+    /// assert_eq!(svc.into_inner(), [1, 2, 3]);
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

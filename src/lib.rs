@@ -64,6 +64,7 @@
 //! [tower]: https://docs.rs/tower
 
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -87,5 +88,10 @@ pub mod timeout;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod util;
+
+/// The Rust examples of `CONTRIBUTING.md` (the guide to building a layer here) run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../CONTRIBUTING.md")]
+struct ContributingGuide;
 
 pub use crate::error::{BoxError, ConfigError, find_cause, is_caused_by};

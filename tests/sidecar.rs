@@ -624,6 +624,19 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         Some(0.0),
         "{text}"
     );
+    // Every family on /metrics has its help text (issue 22): the library's, described by
+    // `meshwork::telemetry`, and the sidecar's own.
+    for name in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+    {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "{name} has no # HELP line:\n{text}"
+        );
+    }
 
     // In flight shows while a request is under way.
     let slow_url = sidecar.url("/slow/1000");

@@ -102,6 +102,8 @@ pub async fn start(config: Config, install_recorder: bool) -> Result<Running, Bo
     if install_recorder {
         // Before the upstreams are built: their metric handles are made at construction.
         metrics::set_global_recorder(recorder)?;
+        // HELP lines for every library family, whether or not a layer has made its handles yet.
+        meshwork::telemetry::describe();
     }
     let upkeep = handle.clone();
     let upkeep_task = tokio::spawn(async move {

@@ -74,6 +74,11 @@ struct Refused([(StatusCode, metrics::Counter); 5]);
 
 impl Refused {
     fn new() -> Self {
+        metrics::describe_counter!(
+            "meshwork_sidecar_refused_total",
+            metrics::Unit::Count,
+            "Requests the sidecar refused itself (never forwarded), by status."
+        );
         Self([400, 404, 405, 413, 421].map(|code| {
             let status = StatusCode::from_u16(code).expect("a valid status");
             let counter =

@@ -299,10 +299,7 @@ impl Telemetry {
     fn new(labels: &MetricLabels) -> Self {
         #[cfg(feature = "metrics")]
         {
-            metrics::describe_counter!(
-                "meshwork_admission_rejected_total",
-                "Requests rejected locally by client-side admission control."
-            );
+            crate::telemetry::describe_prefix("meshwork_admission_");
             Self {
                 rejected: metrics::counter!(
                     "meshwork_admission_rejected_total",

@@ -87,6 +87,27 @@ impl<S, C> Measure<S, C> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    ///
+    /// ```
+    /// use meshwork::balance::MeasureLayer;
+    /// use meshwork::balance::load::Load;
+    /// use tower::Layer;
+    ///
+    /// let mut svc = MeasureLayer::new(Load::default()).layer(vec![1, 2]);
+    /// assert_eq!(svc.get_ref().len(), 2);
+    /// svc.get_mut().push(3);
+    /// assert_eq!(svc.into_inner(), [1, 2, 3]);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, C, Req> Service<Req> for Measure<S, C>

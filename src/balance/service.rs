@@ -76,6 +76,7 @@ impl<S, C> Shared<S, C> {
         let (close, closed) = oneshot::channel();
         #[cfg(feature = "metrics")]
         let metrics = {
+            crate::telemetry::describe_prefix("meshwork_balance_");
             let labels = config.labels.to_metrics(&[]);
             Metrics {
                 endpoints: metrics::gauge!("meshwork_balance_endpoints", labels.clone()),

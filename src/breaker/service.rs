@@ -55,6 +55,13 @@ pub(crate) struct Local<C> {
 #[derive(Debug)]
 pub struct Breaker<S, C = DefaultClassify> {
     inner: S,
+    gate: Gate<C>,
+}
+
+/// The breaker's side of a [`Breaker`]: its state, and this clone's reservation, which dropping
+/// gives back (apart from the inner service, so that [`Breaker::into_inner`] can move it out).
+#[derive(Debug)]
+struct Gate<C> {
     local: Arc<Local<C>>,
     mode: Mode,
     permit: Permit,
@@ -73,19 +80,21 @@ impl<S, C> Breaker<S, C> {
     pub fn with_classify(inner: S, config: BreakerConfig, classify: C) -> Self {
         Self {
             inner,
-            local: Arc::new(Local {
-                shared: Shared::new(&config),
-                classify,
-                wait: WaitSlot::default(),
-            }),
-            mode: config.mode,
-            permit: Permit::None,
+            gate: Gate {
+                local: Arc::new(Local {
+                    shared: Shared::new(&config),
+                    classify,
+                    wait: WaitSlot::default(),
+                }),
+                mode: config.mode,
+                permit: Permit::None,
+            },
         }
     }
 
     /// A handle on this breaker's shared state: read it, or force it open or closed.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(self.local.shared.clone())
+        BreakerHandle::new(self.gate.local.shared.clone())
     }
 
     /// The wrapped service.
@@ -97,24 +106,40 @@ impl<S, C> Breaker<S, C> {
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
+
+    /// The wrapped service. A half-open probe this breaker had reserved (`poll_ready` without
+    /// `call`) is given back, as when the breaker is dropped; the other clones keep the state.
+    ///
+    /// ```
+    /// use meshwork::breaker::{Breaker, BreakerConfig};
+    ///
+    /// let svc = tower::service_fn(|_: ()| async { Ok::<_, meshwork::BoxError>(()) });
+    /// let breaker = Breaker::new(svc, BreakerConfig::default());
+    /// let _svc = breaker.into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: Clone, C: Clone> Clone for Breaker<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            local: Arc::new(Local {
-                shared: self.local.shared.clone(),
-                classify: self.local.classify.clone(),
-                wait: WaitSlot::default(),
-            }),
-            mode: self.mode,
-            permit: Permit::None,
+            gate: Gate {
+                local: Arc::new(Local {
+                    shared: self.gate.local.shared.clone(),
+                    classify: self.gate.local.classify.clone(),
+                    wait: WaitSlot::default(),
+                }),
+                mode: self.gate.mode,
+                permit: Permit::None,
+            },
         }
     }
 }
 
-impl<S, C> Drop for Breaker<S, C> {
+impl<C> Drop for Gate<C> {
     fn drop(&mut self) {
         if let Permit::Admitted(Role::Probe(epoch)) = self.permit {
             self.local.shared.release_probe(epoch);
@@ -125,11 +150,11 @@ impl<S, C> Drop for Breaker<S, C> {
 impl<S, C> Available for Breaker<S, C> {
     #[inline]
     fn is_available(&self) -> bool {
-        self.local.shared.is_available()
+        self.gate.local.shared.is_available()
     }
 
     fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
-        poll_available(&self.local.shared, &self.local.wait, cx)
+        poll_available(&self.gate.local.shared, &self.gate.local.wait, cx)
     }
 }
 
@@ -168,21 +193,21 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match self.permit {
+        match self.gate.permit {
             Permit::None => {}
             Permit::Reject => return Poll::Ready(Ok(())),
             Permit::Admitted(_) => {
                 return self.inner.poll_ready(cx).map_err(Into::into);
             }
         }
-        let Local { shared, wait, .. } = &*self.local;
+        let Local { shared, wait, .. } = &*self.gate.local;
         let mut registered = false;
         loop {
             let w = shared.load();
             match state_of(w) {
                 CLOSED | FORCED_CLOSED => {
                     std::task::ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
-                    self.permit = Permit::Admitted(Role::Normal(epoch_of(w)));
+                    self.gate.permit = Permit::Admitted(Role::Normal(epoch_of(w)));
                     return Poll::Ready(Ok(()));
                 }
                 HALF_OPEN => {
@@ -190,7 +215,7 @@ where
                     // connection is not ready.
                     std::task::ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
                     if let Some(epoch) = shared.try_reserve_probe() {
-                        self.permit = Permit::Admitted(Role::Probe(epoch));
+                        self.gate.permit = Permit::Admitted(Role::Probe(epoch));
                         return Poll::Ready(Ok(()));
                     }
                     if state_of(shared.load()) != HALF_OPEN {
@@ -206,8 +231,8 @@ where
                 }
             }
             // Refused: not ready (gate) or ready to fail (fail fast).
-            if self.mode == Mode::FailFast {
-                self.permit = Permit::Reject;
+            if self.gate.mode == Mode::FailFast {
+                self.gate.permit = Permit::Reject;
                 return Poll::Ready(Ok(()));
             }
             if registered {
@@ -220,12 +245,13 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        match std::mem::replace(&mut self.permit, Permit::None) {
-            Permit::Admitted(role) => {
-                ResponseFuture::called(self.inner.call(req), Tracker::new(self.local.clone(), role))
-            }
+        match std::mem::replace(&mut self.gate.permit, Permit::None) {
+            Permit::Admitted(role) => ResponseFuture::called(
+                self.inner.call(req),
+                Tracker::new(self.gate.local.clone(), role),
+            ),
             Permit::Reject => {
-                self.local.shared.rejected();
+                self.gate.local.shared.rejected();
                 ResponseFuture::rejected()
             }
             Permit::None => panic!("Breaker::call without a successful poll_ready"),

@@ -132,6 +132,7 @@ struct Metrics {
 #[cfg(feature = "metrics")]
 impl Metrics {
     fn new(labels: &crate::telemetry::MetricLabels) -> Self {
+        crate::telemetry::describe_prefix("meshwork_breaker_");
         let with = |k: &'static str, v: &str| labels.to_metrics(&[(k, v.to_owned())]);
         let base = labels.to_metrics(&[]);
         let m = Self {

@@ -346,6 +346,13 @@ async fn probes_given_back_when_unused() {
     drop(a);
     assert!(svc.is_available());
 
+    // So does one unwrapped with `into_inner`.
+    let mut a = svc.clone();
+    ready_now(&mut a);
+    assert!(!svc.is_available());
+    let _inner = a.into_inner();
+    assert!(svc.is_available());
+
     // A probe whose response future is dropped gives it back too.
     let mut b = svc.clone();
     let fut = start(&mut b, Out::Ok);

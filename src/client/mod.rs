@@ -59,6 +59,6 @@ mod service;
 
 pub use self::builder::{ClientBuilder, DEFAULT_PER_TRY_TIMEOUT, DEFAULT_TOTAL_TIMEOUT};
 #[cfg(feature = "http")]
-pub use self::http::{HttpClient, HttpClientBuilder};
+pub use self::http::{HttpClient, HttpClientBuilder, HttpConnection, HttpResponse};
 pub use self::optional::{Optional, OptionalFuture};
 pub use self::service::{Client, EndpointInfo, EndpointStack, TryStack};

@@ -48,6 +48,16 @@ impl<D> Instrumented<D> {
     }
 
     /// The wrapped source.
+    pub fn get_ref(&self) -> &D {
+        &self.source
+    }
+
+    /// The wrapped source, mutably.
+    pub fn get_mut(&mut self) -> &mut D {
+        &mut self.source
+    }
+
+    /// The wrapped source.
     pub fn into_inner(self) -> D {
         self.source
     }

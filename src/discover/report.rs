@@ -20,6 +20,7 @@ impl Reporter {
     pub(crate) fn new(source: &'static str, labels: &MetricLabels) -> Self {
         #[cfg(feature = "metrics")]
         {
+            crate::telemetry::describe_prefix("meshwork_discovery_");
             let labels = labels.to_metrics(&[("source", source.to_owned())]);
             Self {
                 source,

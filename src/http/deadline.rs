@@ -165,6 +165,33 @@ pub struct PropagateDeadline<S> {
     inner: S,
 }
 
+impl<S> PropagateDeadline<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    ///
+    /// ```
+    /// use meshwork::http::PropagateDeadlineLayer;
+    /// use tower::Layer;
+    ///
+    /// let mut svc = PropagateDeadlineLayer::new().layer(vec![1, 2]);
+    /// assert_eq!(svc.get_ref().len(), 2);
+    /// svc.get_mut().push(3);
+    /// assert_eq!(svc.into_inner(), [1, 2, 3]);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S, B> Service<Request<B>> for PropagateDeadline<S>
 where
     S: Service<Request<B>>,

@@ -385,15 +385,7 @@ impl Telemetry {
     fn new(labels: &MetricLabels) -> Self {
         #[cfg(feature = "metrics")]
         {
-            metrics::describe_gauge!("meshwork_limit_limit", "The adaptive concurrency limit.");
-            metrics::describe_gauge!(
-                "meshwork_limit_in_flight",
-                "Requests admitted by the concurrency limit and not yet answered (at the last update)."
-            );
-            metrics::describe_counter!(
-                "meshwork_limit_rejected_total",
-                "Requests rejected (nacked) by the concurrency limit."
-            );
+            crate::telemetry::describe_prefix("meshwork_limit_");
             let labels = labels.to_metrics(&[]);
             Self {
                 limit: metrics::gauge!("meshwork_limit_limit", labels.clone()),

@@ -239,6 +239,7 @@ impl Telemetry {
     fn new(labels: &MetricLabels) -> Self {
         #[cfg(feature = "metrics")]
         {
+            crate::telemetry::describe_prefix("meshwork_retry_");
             let labels = labels.to_metrics(&[]);
             Self {
                 retries: metrics::counter!("meshwork_retry_retries_total", labels.clone()),

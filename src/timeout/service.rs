@@ -63,6 +63,22 @@ impl<S> Timeout<S> {
         &mut self.inner
     }
 
+    /// The wrapped service, unwrapped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use meshwork::timeout::Timeout;
+    ///
+    /// let mut svc = Timeout::new(vec![1, 2], Duration::from_secs(1))?;
+    /// assert_eq!(svc.get_ref().len(), 2);
+    /// svc.get_mut().push(3);
+    /// assert_eq!(svc.into_inner(), [1, 2, 3]);
+    /// # Ok::<(), meshwork::ConfigError>(())
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The per-try timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout

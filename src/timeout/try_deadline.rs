@@ -49,6 +49,26 @@ impl<S> TryDeadline<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use meshwork::timeout::TryDeadline;
+    ///
+    /// let mut svc = TryDeadline::new(vec![1, 2], Duration::from_secs(1));
+    /// assert_eq!(svc.get_ref().len(), 2);
+    /// svc.get_mut().push(3);
+    /// assert_eq!(svc.into_inner(), [1, 2, 3]);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, R> Service<R> for TryDeadline<S>

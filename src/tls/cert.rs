@@ -27,7 +27,7 @@ pub(crate) struct CertInfo {
 
 impl CertInfo {
     /// Parses a DER certificate. Never panics, whatever the bytes.
-    pub fn parse(der: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(der: &[u8]) -> Result<Self, String> {
         let (_, cert) =
             X509Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let serial = cert.raw_serial().iter().fold(String::new(), |mut s, b| {
@@ -63,7 +63,7 @@ impl CertInfo {
     }
 
     /// The identity the certificate proves: its SPIFFE ID, else its first DNS name.
-    pub fn identity(&self) -> Option<Identity> {
+    pub(crate) fn identity(&self) -> Option<Identity> {
         self.spiffe
             .clone()
             .map(Identity::Spiffe)
@@ -71,7 +71,7 @@ impl CertInfo {
     }
 
     /// Whether the certificate is valid for `identity`.
-    pub fn proves(&self, identity: &Identity) -> bool {
+    pub(crate) fn proves(&self, identity: &Identity) -> bool {
         match identity {
             Identity::Spiffe(id) => self.spiffe.as_ref() == Some(id),
             Identity::Dns(_) => self.dns.contains(identity),
@@ -79,12 +79,12 @@ impl CertInfo {
     }
 
     /// The peer identity for this certificate.
-    pub fn peer(&self) -> PeerIdentity {
+    pub(crate) fn peer(&self) -> PeerIdentity {
         PeerIdentity::new(self.identity(), self.serial.clone())
     }
 
     /// `Err` with why, when `now` is outside the validity window.
-    pub fn check_validity(&self, now: SystemTime) -> Result<(), &'static str> {
+    pub(crate) fn check_validity(&self, now: SystemTime) -> Result<(), &'static str> {
         let now = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));

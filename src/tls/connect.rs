@@ -27,7 +27,7 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    pub fn new(http: HttpConnector, tls: Option<(ClientTls, SocketAddr, bool)>) -> Self {
+    pub(crate) fn new(http: HttpConnector, tls: Option<(ClientTls, SocketAddr, bool)>) -> Self {
         Self { http, tls }
     }
 }

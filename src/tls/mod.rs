@@ -90,24 +90,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         .clone()
 }
 
-/// HELP texts of the TLS metrics, registered once.
+/// HELP texts of the TLS metrics (see [`crate::telemetry::METRICS`]), given to the current recorder.
 fn describe_metrics() {
     #[cfg(feature = "metrics")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            metrics::describe_counter!(
-                "meshwork_tls_handshake_failures_total",
-                "TLS handshakes that failed, by side (server, client) and reason"
-            );
-            metrics::describe_counter!(
-                "meshwork_tls_reloads_total",
-                "New certificate and key pairs taken into use after their files changed"
-            );
-            metrics::describe_counter!(
-                "meshwork_tls_reload_errors_total",
-                "New certificate and key pairs refused (the last good pair stays), by reason"
-            );
-        });
-    }
+    crate::telemetry::describe_prefix("meshwork_tls_");
 }

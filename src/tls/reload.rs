@@ -98,7 +98,7 @@ fn load(
 
 impl CertStore {
     /// Reads and checks the pair; fails with why (the error names the file).
-    pub fn open(
+    pub(crate) fn open(
         cert_path: PathBuf,
         key_path: PathBuf,
         provider: Arc<CryptoProvider>,
@@ -133,17 +133,17 @@ impl CertStore {
     }
 
     /// The pair in use.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    pub(crate) fn current(&self) -> Arc<CertifiedKey> {
         self.current.load().0.clone()
     }
 
     /// The serial number of the certificate in use.
-    pub fn serial(&self) -> String {
+    pub(crate) fn serial(&self) -> String {
         self.current.load().1.serial.clone()
     }
 
     /// Reads the files again; takes the pair when it changed and is good.
-    pub async fn reload(&self) {
+    pub(crate) async fn reload(&self) {
         let (cert, key) = match (
             tokio::fs::read(&self.cert_path).await,
             tokio::fs::read(&self.key_path).await,
@@ -202,7 +202,7 @@ impl CertStore {
     }
 
     /// Polls the files every `every` while the store is alive. Needs a tokio runtime.
-    pub fn watch(self: &Arc<Self>, every: Duration) {
+    pub(crate) fn watch(self: &Arc<Self>, every: Duration) {
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -24,7 +24,7 @@ pub(crate) struct IdentityVerifier {
 }
 
 impl IdentityVerifier {
-    pub fn new(
+    pub(crate) fn new(
         roots: Arc<RootCertStore>,
         expected: Identity,
         provider: Arc<CryptoProvider>,

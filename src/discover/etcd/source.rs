@@ -226,6 +226,7 @@ struct Metrics {
 #[cfg(feature = "metrics")]
 impl Metrics {
     fn new(labels: &MetricLabels, prefix: &str) -> Self {
+        crate::telemetry::describe_prefix("meshwork_etcd_");
         let base = labels.to_metrics(&[("prefix", prefix.to_owned())]);
         let reload = |reason: &'static str| {
             let mut l = base.clone();
