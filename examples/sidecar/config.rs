@@ -5,7 +5,9 @@
 //! message naming the field path, for example
 //! `upstreams.users.retry.budget_percent: must be between 0 and 100`.
 //!
-//! Durations are strings with a unit: `"250ms"`, `"2s"`, `"5m"`, `"1h"` (also `us`).
+//! Durations are strings with a unit: `"250ms"`, `"2s"`, `"5m"`, `"1h"` (also `us`), at most 365
+//! days. A value of the wrong type or form is reported with its path and position too:
+//! `upstreams.users.timeouts.total: `5x` has an unknown unit (use us, ms, s, m or h) (line 9, column 38)`.
 //!
 //! ```toml
 //! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
@@ -29,6 +31,7 @@
 //!
 //! [upstreams.users]
 //! http_version = "http1"            # or "http2" (prior knowledge)
+//! count_429_as_failure = false      # true: a 429 counts against the endpoint's breaker and load
 //! discovery = { kind = "static", endpoints = ["127.0.0.1:8081", "127.0.0.1:8082"] }
 //! # discovery = { kind = "dns", name = "users.internal", port = 8080, refresh = "30s" }   (feature dns)
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
@@ -85,7 +88,11 @@ impl std::error::Error for FieldError {}
 pub struct Dur(pub Duration);
 
 impl Dur {
-    /// Parses `"<integer><unit>"`, unit one of `us ms s m h`.
+    /// The longest duration accepted anywhere in the configuration: 365 days. Anything longer is
+    /// a mistake, and a duration near `Duration::MAX` would overflow `Instant` arithmetic later.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// Parses `"<integer><unit>"`, unit one of `us ms s m h`, at most [`Dur::MAX`].
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let split = s
@@ -95,14 +102,18 @@ impl Dur {
         let n: u64 = n
             .parse()
             .map_err(|_| format!("`{s}` is not a number followed by a unit"))?;
+        let too_large = || format!("`{s}` is too large (at most 365 days)");
         let d = match unit {
             "us" => Duration::from_micros(n),
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_large)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_large)?),
             _ => return Err(format!("`{s}` has an unknown unit (use us, ms, s, m or h)")),
         };
+        if d > Self::MAX {
+            return Err(too_large());
+        }
         Ok(Self(d))
     }
 }
@@ -243,6 +254,11 @@ pub struct UpstreamConfig {
     /// Retries.
     #[serde(default)]
     pub retry: Retry,
+    /// Whether a 429 (Too Many Requests) counts as the endpoint's failure for its breaker and its
+    /// load (default false: a 429 says the caller is over its quota, not that the endpoint is
+    /// broken; Envoy's outlier detection counts 5xx only). A 429 is retried either way.
+    #[serde(default)]
+    pub count_429_as_failure: bool,
 }
 
 /// Where an upstream's endpoints come from.
@@ -440,8 +456,13 @@ impl Default for Retry {
 
 impl Config {
     /// Parses and validates a TOML document.
+    ///
+    /// Every error names the field path: a value of the wrong type or form is reported as
+    /// `upstreams.users.timeouts.total: ... (line 9, column 29)`; a value the checks reject as
+    /// `upstreams.users.retry.budget_percent: must be between 0 and 100`. Only a TOML syntax error
+    /// (no document to find a field in) is reported with TOML's own message and position.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Config = toml::from_str(text).map_err(|e| describe(text, &e))?;
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
@@ -460,6 +481,7 @@ impl Config {
                 balancer: Balancer::default(),
                 breaker: Breaker::default(),
                 retry: Retry::default(),
+                count_429_as_failure: false,
             },
         );
         let config = Config {
@@ -548,6 +570,67 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A TOML deserialization error as `field.path: message (line L, column C)`, the path found from
+/// the error's position in the document.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.to_string();
+    };
+    let Ok(root) = toml::de::DeTable::parse(text) else {
+        // A syntax error: TOML's own message shows the line.
+        return e.to_string();
+    };
+    let mut path = String::new();
+    if !locate_in_table(root.get_ref(), span.start, &mut path) || path.is_empty() {
+        return e.to_string();
+    }
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(
+        "{path}: {} (line {line}, column {column})",
+        e.message().trim_end()
+    )
+}
+
+/// Appends to `path` the deepest key of `table` whose key or value holds byte `pos`.
+fn locate_in_table(table: &toml::de::DeTable<'_>, pos: usize, path: &mut String) -> bool {
+    for (key, value) in table.iter() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        if key.span().contains(&pos) || locate_in_value(value, pos, path) {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn locate_in_value(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    pos: usize,
+    path: &mut String,
+) -> bool {
+    use toml::de::DeValue;
+    let inside = match value.get_ref() {
+        DeValue::Table(t) => locate_in_table(t, pos, path),
+        DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = locate_in_value(item, pos, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => false,
+    };
+    inside || value.span().contains(&pos)
 }
 
 fn non_zero(field: &str, d: Dur) -> Result<(), FieldError> {
@@ -698,6 +781,10 @@ impl UpstreamConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "config/props.rs"]
+mod props;
 
 #[cfg(test)]
 mod tests {

@@ -132,6 +132,12 @@ fn field(
     }
 }
 
+/// The outcome classification of an upstream: the library's HTTP classification, with the
+/// upstream's `count_429_as_failure`.
+fn classify(config: &UpstreamConfig) -> HttpClassify {
+    HttpClassify::new().count_429_as_failure(config.count_429_as_failure)
+}
+
 /// Builds the library configuration of upstream `name`: every value goes through the library's
 /// own builders, so whatever they reject is reported with the configuration's field path.
 pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
@@ -211,7 +217,7 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     };
     let stack = stack
         .labels(labels)
-        .classify(HttpClassify::new())
+        .classify(classify(config))
         .replay(HttpReplay::new());
 
     let (connect, version) = match config.http_version {
@@ -262,11 +268,12 @@ pub async fn build(
     let upstream: Arc<str> = Arc::from(name);
     let registry = Arc::new(Registry::default());
     let make_registry = registry.clone();
+    let classifier = classify(config);
     let client: UpstreamClient = stack
         .build(source, move |ep: &Endpoint| {
             let connection = PropagateDeadlineLayer::new()
                 .layer(FirstFrameLayer::new().layer(connect.endpoint::<TryBody>(ep.addr())));
-            Instrument::new(connection, make_registry.make(ep.addr()))
+            Instrument::new(connection, make_registry.make(ep.addr()), classifier)
         })
         .map_err(|e| format!("upstreams.{name}: {e}"))?;
     let view = Arc::new(View {
@@ -443,11 +450,16 @@ impl Drop for InFlight {
 pub struct Instrument<S> {
     inner: S,
     metrics: Arc<EndpointMetrics>,
+    classify: HttpClassify,
 }
 
 impl<S> Instrument<S> {
-    fn new(inner: S, metrics: Arc<EndpointMetrics>) -> Self {
-        Self { inner, metrics }
+    fn new(inner: S, metrics: Arc<EndpointMetrics>, classify: HttpClassify) -> Self {
+        Self {
+            inner,
+            metrics,
+            classify,
+        }
     }
 }
 
@@ -470,6 +482,7 @@ where
             inner: self.inner.call(req),
             guard: Some(InFlight::start(self.metrics.clone())),
             start: tokio::time::Instant::now(),
+            classify: self.classify,
         }
     }
 }
@@ -481,6 +494,7 @@ pin_project! {
         inner: F,
         guard: Option<InFlight>,
         start: tokio::time::Instant,
+        classify: HttpClassify,
     }
 }
 
@@ -498,7 +512,7 @@ where
         let guard = this.guard.take().expect("polled after completion");
         let m = &guard.0;
         m.observe(this.start.elapsed());
-        m.record(HttpClassify::new().classify(result.as_ref()).class());
+        m.record(this.classify.classify(result.as_ref()).class());
         Poll::Ready(result.map(|res| {
             res.map(|body| {
                 body.map_err(Into::into)
