@@ -12,6 +12,8 @@
 mod admin;
 #[path = "sidecar/app.rs"]
 mod app;
+#[path = "sidecar/client_body.rs"]
+mod client_body;
 #[path = "sidecar/config.rs"]
 mod config;
 #[path = "sidecar/headers.rs"]

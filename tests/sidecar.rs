@@ -396,6 +396,56 @@ async fn upstream_failures_map_to_502_and_504() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A request body that fails on the client's side (a malformed chunked encoding, a connection
+/// half-closed mid-body) is the caller's doing: 400 with the sidecar's own reason, never 502, and
+/// never the endpoint's failure (issue 12 item 6, the status half).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_12_06_a_failed_request_body_is_the_callers_400_not_502() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        breaker = {{ consecutive_failures = 2 }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    for i in 0..5 {
+        let bad = raw(
+            sidecar.addr,
+            b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n\r\n",
+        )
+        .await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{i}: {bad:?}");
+        assert!(bad.contains("the request body failed"), "{i}: {bad:?}");
+
+        // The client stops sending mid-body: answered 400 if at all (hyper may close at once).
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the sidecar closes the connection");
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty()
+                || (out.starts_with("HTTP/1.1 400") && out.contains("the request body failed")),
+            "{i}: {out:?}"
+        );
+    }
+    let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+    let json = String::from_utf8_lossy(&json);
+    assert!(json.contains("\"breaker\":\"closed\""), "{json}");
+    let (status, body) = get(&sidecar.url("/hello")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello from a"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_refused() {
     let backend = Backend::start("a").await;

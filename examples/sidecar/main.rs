@@ -16,12 +16,14 @@
 //! `meshwork::access`. SIGTERM or SIGINT stops accepting at once, lets in-flight requests finish
 //! within `shutdown_drain_timeout`, and exits 0.
 //!
-//! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`proxy`] (listener, routing, error statuses),
+//! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`client_body`] (a
+//! failed request body is the caller's 400), [`proxy`] (listener, routing, error statuses),
 //! [`headers`] (hop-by-hop and forwarding headers), [`upstream`] (the forwarding seam, one tower
 //! service per upstream), [`admin`] (metrics, readiness, endpoints).
 
 mod admin;
 mod app;
+mod client_body;
 mod config;
 mod headers;
 mod live_metrics;

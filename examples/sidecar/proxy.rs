@@ -16,7 +16,7 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | malformed request line or head (hyper), absolute-form authority ≠ Host |
+//! | 400 | malformed request line or head (hyper), absolute-form authority ≠ Host; the client's request body failed (aborted upload, malformed chunked encoding, connection closed mid-body): the caller's doing, never counted against the endpoint (when the client is gone, nothing is answered) |
 //! | 404 | no route for this Host and path |
 //! | 405 | `CONNECT` |
 //! | 413 | `Content-Length` over `listener.max_body_bytes` (a longer streamed body is cut off) |
@@ -49,6 +49,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::client_body::{ClientBody, Failed};
 use crate::config::{Config, ListenerConfig};
 use crate::headers;
 use crate::upstream::{ProxyBody, Upstream};
@@ -161,7 +162,7 @@ impl Proxy {
         async move {
             let (res, upstream) = match next {
                 Next::Local(res) => (res, None),
-                Next::Forward(call, upstream) => {
+                Next::Forward(call, upstream, body_failed) => {
                     let res = match call.await {
                         Ok(mut res) => {
                             headers::remove_hop_by_hop(res.headers_mut());
@@ -170,7 +171,11 @@ impl Proxy {
                         }
                         Err(e) => {
                             tracing::debug!(upstream = %upstream, error = %e, "upstream request failed");
-                            error_response(&e)
+                            if body_failed.get() {
+                                local(StatusCode::BAD_REQUEST, "the request body failed")
+                            } else {
+                                error_response(&e)
+                            }
                         }
                     };
                     (res, Some(upstream))
@@ -256,11 +261,13 @@ impl Proxy {
         headers::remove_hop_by_hop_request(&mut parts.headers);
         headers::add_forwarded(&mut parts.headers, client, "http");
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let (body, body_failed) = ClientBody::new(body);
         let body: ProxyBody = BodyExt::boxed(Limited::new(body, limit));
         let req = Request::from_parts(parts, body);
         Next::Forward(
             Box::pin(upstream.service.clone().oneshot(req)),
             upstream.name.clone(),
+            body_failed,
         )
     }
 }
@@ -273,6 +280,7 @@ enum Next {
     Forward(
         BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>,
         Arc<str>,
+        Failed,
     ),
 }
 
