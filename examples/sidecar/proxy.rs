@@ -361,6 +361,20 @@ impl Activity {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last.store(ms, Ordering::Relaxed);
     }
+
+    /// When the connection becomes idle for `idle` if nothing happens: one idle period after the
+    /// last request ended, or (while a request is active) one idle period from `now`, to look
+    /// again then (no busy loop). `None` when that instant is past what `Instant` can hold: a
+    /// huge `idle` never panics, it means "never idle".
+    fn idle_deadline(&self, idle: Duration, now: Instant) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            now.checked_add(idle)
+        } else {
+            self.epoch
+                .checked_add(Duration::from_millis(self.last.load(Ordering::Relaxed)))?
+                .checked_add(idle)
+        }
+    }
 }
 
 struct ActiveRequest(Arc<Activity>);
@@ -448,14 +462,7 @@ pub async fn serve(
             tokio::pin!(conn);
             let mut closing = false;
             loop {
-                // While a request is active, look again one idle period from now (no busy loop).
-                let idle_at = if activity.in_flight.load(Ordering::Relaxed) > 0 {
-                    Instant::now() + idle
-                } else {
-                    activity.epoch
-                        + Duration::from_millis(activity.last.load(Ordering::Relaxed))
-                        + idle
-                };
+                let idle_at = activity.idle_deadline(idle, Instant::now());
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {
@@ -467,12 +474,11 @@ pub async fn serve(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    _ = tokio::time::sleep_until(idle_at), if !closing => {
+                    _ = sleep_until(idle_at), if !closing && idle_at.is_some() => {
                         let quiet = activity.in_flight.load(Ordering::Relaxed) == 0
-                            && activity.epoch
-                                + Duration::from_millis(activity.last.load(Ordering::Relaxed))
-                                + idle
-                                <= Instant::now();
+                            && activity
+                                .idle_deadline(idle, Instant::now())
+                                .is_some_and(|at| at <= Instant::now());
                         if quiet {
                             tracing::debug!(peer = %peer, "closing idle connection");
                             closing = true;
@@ -485,9 +491,44 @@ pub async fn serve(
     }
 }
 
+/// Sleeps until `at`; never when `at` is `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 12, `Instant::now() + idle` at the connection's idle check: a huge idle timeout
+    /// (beyond what `Instant` holds) means "never idle", never a panic in the connection task.
+    #[tokio::test(start_paused = true)]
+    async fn regression_12_09_a_huge_idle_timeout_never_panics() {
+        let activity = Activity {
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        };
+        let now = Instant::now();
+        assert_eq!(activity.idle_deadline(Duration::MAX, now), None);
+        activity.last.store(1_000, Ordering::Relaxed);
+        assert_eq!(
+            activity.idle_deadline(Duration::from_secs(60), now),
+            Some(activity.epoch + Duration::from_secs(61))
+        );
+        activity.in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(activity.idle_deadline(Duration::MAX, now), None);
+        assert_eq!(
+            activity.idle_deadline(Duration::from_secs(60), now),
+            Some(now + Duration::from_secs(60))
+        );
+        // A connection whose idle deadline cannot be represented waits, not panics.
+        let never = tokio::time::timeout(Duration::from_secs(3600), sleep_until(None)).await;
+        assert!(never.is_err());
+    }
 
     #[test]
     fn ports_are_stripped() {
