@@ -279,7 +279,7 @@ async fn unconfigured_destinations_are_refused_never_forwarded() {
             b"GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
             "404",
         ),
-        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "404"),
+        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "400"),
         (
             b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
             "421",
@@ -334,6 +334,99 @@ async fn unconfigured_destinations_are_refused_never_forwarded() {
     .await;
     assert!(abs.starts_with("HTTP/1.1 200"), "{abs:?}");
     assert_eq!(backend.hits(), 3, "a refused request reached the backend");
+}
+
+/// Issue 13, Host handling: two Host headers and an HTTP/1.1 request without Host get 400 (RFC
+/// 9112 §3.2) and reach no upstream; HTTP/1.0 may omit Host; `Connection: host` cannot remove the
+/// Host the request was routed by; in HTTP/2 the forwarded Host is `:authority`, and a Host
+/// header naming another host is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_edges_duplicate_missing_connection_host_and_h2_authority() {
+    let backend = Backend::start("app").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "app"
+        [upstreams.app]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let addr = sidecar.addr;
+    let cases: [(&[u8], &str, &str); 4] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: app.local\r\nHost: app.local\r\nConnection: close\r\n\r\n",
+            "400",
+            "more than one Host header",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: app.local\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            "400",
+            "more than one Host header",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "400",
+            "an HTTP/1.1 request needs a Host header",
+        ),
+        (b"GET / HTTP/1.0\r\n\r\n", "200", "hello from app"),
+    ];
+    for (req, status, text) in cases {
+        let res = raw(addr, req).await;
+        assert!(
+            res.get(9..12) == Some(status) && res.contains(text),
+            "{}: {res:?}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(backend.hits(), 1, "a refused request reached the backend");
+
+    let res = raw(
+        addr,
+        b"GET /headers HTTP/1.1\r\nHost: app.local\r\nConnection: close, host\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert!(res.contains("host: app.local\n"), "{res:?}");
+
+    // HTTP/2: the forwarded Host is :authority; a Host header for another host is refused.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let res = h2
+        .send_request(
+            Request::get("http://app.local/headers")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = body_bytes(res).await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("host: app.local\n"), "{body}");
+    let hits = backend.hits();
+    let res = h2
+        .send_request(
+            Request::get("http://app.local/headers")
+                .header("host", "evil.example")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body_bytes(res).await,
+        ":authority and Host header disagree\n"
+    );
+    assert_eq!(backend.hits(), hits);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | malformed request line or head (hyper), absolute-form authority ≠ Host; the client's request body failed (aborted upload, malformed chunked encoding, connection closed mid-body): the caller's doing, never counted against the endpoint (when the client is gone, nothing is answered) |
+//! | 400 | malformed request line or head (hyper), absolute-form authority ≠ Host, more than one `Host`, an HTTP/1.1 request without `Host`, HTTP/2 `:authority` ≠ `Host`; the client's request body failed (aborted upload, malformed chunked encoding, connection closed mid-body): the caller's doing, never counted against the endpoint (when the client is gone, nothing is answered) |
 //! | 404 | no route for this Host and path |
 //! | 405 | `CONNECT` |
 //! | 413 | `Content-Length` over `listener.max_body_bytes` (a longer streamed body is cut off) |
@@ -203,11 +203,29 @@ impl Proxy {
                 "CONNECT is not supported",
             ));
         }
-        let host_header = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(strip_port);
+        // RFC 9112 §3.2: more than one Host, or none in HTTP/1.1, is a 400. In HTTP/2, Host is
+        // optional, but must name the same host as `:authority` (RFC 9113 §8.3.1).
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let (first, second) = (hosts.next(), hosts.next());
+        if second.is_some() {
+            return Next::Local(local(StatusCode::BAD_REQUEST, "more than one Host header"));
+        }
+        if first.is_none() && req.version() == Version::HTTP_11 {
+            return Next::Local(local(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request needs a Host header",
+            ));
+        }
+        let host_header = first.and_then(|v| v.to_str().ok()).map(strip_port);
+        if req.version() == Version::HTTP_2
+            && let (Some(authority), Some(h)) = (req.uri().host(), host_header)
+            && !authority.eq_ignore_ascii_case(h)
+        {
+            return Next::Local(local(
+                StatusCode::BAD_REQUEST,
+                ":authority and Host header disagree",
+            ));
+        }
         let absolute_form = req.version() < Version::HTTP_2 && req.uri().authority().is_some();
         let host = match (req.uri().host(), host_header) {
             (Some(authority), Some(h)) if absolute_form && !authority.eq_ignore_ascii_case(h) => {
@@ -245,13 +263,13 @@ impl Proxy {
         }
 
         let (mut parts, body) = req.into_parts();
-        // The upstream seam sets scheme and authority; keep the Host the client asked for.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(authority.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
+        // The upstream seam sets scheme and authority; keep the Host the request was routed by:
+        // the URI's authority when there is one (HTTP/2 `:authority`, which wins over a Host
+        // header; an absolute-form target, checked equal above), else the Host header.
+        let host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -259,6 +277,10 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path_and_query);
         headers::remove_hop_by_hop_request(&mut parts.headers);
+        // `Connection: host` must not remove the Host the request was routed by.
+        if let Some(host) = host {
+            parts.headers.insert(header::HOST, host);
+        }
         headers::add_forwarded(&mut parts.headers, client, "http");
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let (body, body_failed) = ClientBody::new(body);
