@@ -16,6 +16,8 @@ mod app;
 mod client_body;
 #[path = "sidecar/config.rs"]
 mod config;
+#[path = "sidecar/conn.rs"]
+mod conn;
 #[path = "sidecar/headers.rs"]
 mod headers;
 #[path = "sidecar/live_metrics.rs"]

@@ -1021,6 +1021,102 @@ async fn idle_connections_are_closed_and_connections_are_capped() {
     assert_eq!(backend.hits(), 2);
 }
 
+/// Reads one response head and its `content-length` body from `s` (enough for these tests).
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if out.len() >= end + 4 + len {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+/// How long until the peer closes `s` (reading and discarding anything it sends).
+async fn time_to_close(s: &mut TcpStream, patience: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(patience, s.read_to_end(&mut rest))
+        .await
+        .expect("the sidecar closes the connection")
+        .unwrap();
+    start.elapsed()
+}
+
+/// Issue 13: the keep-alive idle timeout is `idle_timeout`, not the header-read timer. With
+/// `header_read_timeout = "1s"` and `idle_timeout = "4s"`: a connection idle for 2 s between
+/// requests is still served, and is closed about 4 s after its last response; a connection that
+/// sends nothing is closed after about 1 s; a head that starts after an idle spell and stalls is
+/// cut off about 1 s after its first byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_survives_the_header_timeout_and_closes_at_idle_timeout() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        header_read_timeout = "1s"
+        idle_timeout = "4s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    let kept = async {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        s.write_all(request).await.unwrap();
+        let res = read_response(&mut s).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "idle 2 s, then: {res:?}");
+        time_to_close(&mut s, Duration::from_secs(20)).await
+    };
+    let silent = async {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        time_to_close(&mut s, Duration::from_secs(20)).await
+    };
+    let stalled = async {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        time_to_close(&mut s, Duration::from_secs(20)).await
+    };
+    let (kept, silent, stalled) = tokio::join!(kept, silent, stalled);
+    eprintln!(
+        "kept-alive closed {kept:?} after its last response; silent {silent:?}; stalled head {stalled:?}"
+    );
+    assert!(
+        kept >= Duration::from_millis(3800) && kept < Duration::from_millis(6000),
+        "{kept:?}"
+    );
+    assert!(
+        silent >= Duration::from_millis(900) && silent < Duration::from_millis(2500),
+        "{silent:?}"
+    );
+    assert!(
+        stalled >= Duration::from_millis(900) && stalled < Duration::from_millis(2500),
+        "{stalled:?}"
+    );
+    assert_eq!(backend.hits(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_writes_one_line_per_request() {
     let backend = Backend::start("a").await;

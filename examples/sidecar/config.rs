@@ -20,8 +20,8 @@
 //! max_header_bytes = 65536          # a request head over this gets 431 (at least 8192)
 //! max_headers = 100                 # more header fields than this gets 431
 //! max_body_bytes = 10485760         # 413 on a larger Content-Length; a longer stream is cut off
-//! header_read_timeout = "10s"       # a client that sends its head more slowly is cut off
-//! idle_timeout = "60s"              # an idle keep-alive connection is closed
+//! header_read_timeout = "10s"       # a request head must be complete this long after its first byte
+//! idle_timeout = "60s"              # a kept-alive connection idle this long after its last request is closed
 //! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
 //!
 //! [[routes]]                        # first match wins; a request that matches none is refused
@@ -180,9 +180,12 @@ pub struct ListenerConfig {
     /// Largest request body in bytes (default 10 MiB). A larger `Content-Length` gets 413; a
     /// streamed body that grows past it is cut off.
     pub max_body_bytes: u64,
-    /// Time a client has to send its request head (default 10 s).
+    /// Time a client has to send a request head, from its first byte (from the connection's
+    /// start for the first request; default 10 s). A slower client is cut off. Does not run while
+    /// a kept-alive connection waits for its next request.
     pub header_read_timeout: Dur,
-    /// An idle keep-alive connection is closed after this (default 60 s).
+    /// A kept-alive connection with nothing in flight is closed this long after its last request
+    /// ended (default 60 s).
     pub idle_timeout: Dur,
     /// Most open client connections (default 10,000). Beyond it the proxy stops accepting until
     /// one closes: new connections wait in the kernel's backlog instead of being dropped.

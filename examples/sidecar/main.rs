@@ -17,7 +17,7 @@
 //! within `shutdown_drain_timeout`, and exits 0.
 //!
 //! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`client_body`] (a
-//! failed request body is the caller's 400), [`proxy`] (listener, routing, error statuses),
+//! failed request body is the caller's 400), [`conn`] (a connection's header-read and idle timers), [`proxy`] (listener, routing, error statuses),
 //! [`headers`] (hop-by-hop and forwarding headers), [`upstream`] (the forwarding seam, one tower
 //! service per upstream), [`admin`] (metrics, readiness, endpoints).
 
@@ -25,6 +25,7 @@ mod admin;
 mod app;
 mod client_body;
 mod config;
+mod conn;
 mod headers;
 mod live_metrics;
 mod proxy;

@@ -29,7 +29,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +50,7 @@ use tower::ServiceExt;
 
 use crate::client_body::{ClientBody, Failed};
 use crate::config::{Config, ListenerConfig};
+use crate::conn::{Activity, Watched, sleep_until};
 use crate::headers;
 use crate::upstream::{ProxyBody, Upstream};
 
@@ -370,48 +370,11 @@ pub fn local(status: StatusCode, why: &'static str) -> Response<ProxyBody> {
     res
 }
 
-/// Idle tracking of one connection.
-struct Activity {
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` of the last request start or end.
-    last: AtomicU64,
-    epoch: Instant,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    /// When the connection becomes idle for `idle` if nothing happens: one idle period after the
-    /// last request ended, or (while a request is active) one idle period from `now`, to look
-    /// again then (no busy loop). `None` when that instant is past what `Instant` can hold: a
-    /// huge `idle` never panics, it means "never idle".
-    fn idle_deadline(&self, idle: Duration, now: Instant) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            now.checked_add(idle)
-        } else {
-            self.epoch
-                .checked_add(Duration::from_millis(self.last.load(Ordering::Relaxed)))?
-                .checked_add(idle)
-        }
-    }
-}
-
-struct ActiveRequest(Arc<Activity>);
-
-impl Drop for ActiveRequest {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Accepts connections until `shutdown` flips, then returns at once (the listener is dropped, so
 /// new connections are refused); the open connections finish their requests and close. Each
 /// connection holds one permit of `connections` until it closes, so the caller can wait for the
-/// drain by acquiring every permit.
+/// drain by acquiring every permit. Each connection's header-read and idle timers are its own
+/// task's (see `conn`).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -423,7 +386,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
+        // Off: it would also run while a kept-alive connection idles (`conn` times heads).
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
@@ -433,6 +397,7 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let idle = limits.idle_timeout.0;
+    let header_read = limits.header_read_timeout.0;
 
     loop {
         let permit = tokio::select! {
@@ -457,16 +422,10 @@ pub async fn serve(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let activity = Arc::new(Activity {
-                in_flight: AtomicUsize::new(0),
-                last: AtomicU64::new(0),
-                epoch: Instant::now(),
-            });
+            let activity = Activity::new();
             let act = activity.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                act.in_flight.fetch_add(1, Ordering::Relaxed);
-                act.touch();
-                let active = ActiveRequest(act.clone());
+                let active = act.request();
                 let proxy = proxy.clone();
                 async move {
                     let res = proxy.handle(req, peer).await;
@@ -480,11 +439,21 @@ pub async fn serve(
                     }))
                 }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let io = TokioIo::new(Watched::new(stream, activity.clone()));
+            let conn = builder.serve_connection(io, svc);
             tokio::pin!(conn);
             let mut closing = false;
             loop {
-                let idle_at = activity.idle_deadline(idle, Instant::now());
+                let head_at = activity.head_deadline(header_read);
+                let idle_at = if closing {
+                    None
+                } else {
+                    activity.idle_deadline(idle, Instant::now())
+                };
+                let wake_at = match (head_at, idle_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {
@@ -496,12 +465,15 @@ pub async fn serve(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    _ = sleep_until(idle_at), if !closing && idle_at.is_some() => {
-                        let quiet = activity.in_flight.load(Ordering::Relaxed) == 0
-                            && activity
-                                .idle_deadline(idle, Instant::now())
-                                .is_some_and(|at| at <= Instant::now());
-                        if quiet {
+                    // A head started arriving: re-arm with its deadline.
+                    _ = activity.head_started() => {}
+                    _ = sleep_until(wake_at) => {
+                        let now = Instant::now();
+                        if activity.head_deadline(header_read).is_some_and(|at| at <= now) {
+                            tracing::debug!(peer = %peer, "request head not received in time");
+                            return;
+                        }
+                        if !closing && activity.is_idle(idle, now) {
                             tracing::debug!(peer = %peer, "closing idle connection");
                             closing = true;
                             conn.as_mut().graceful_shutdown();
@@ -513,44 +485,9 @@ pub async fn serve(
     }
 }
 
-/// Sleeps until `at`; never when `at` is `None`.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Issue 12, `Instant::now() + idle` at the connection's idle check: a huge idle timeout
-    /// (beyond what `Instant` holds) means "never idle", never a panic in the connection task.
-    #[tokio::test(start_paused = true)]
-    async fn regression_12_09_a_huge_idle_timeout_never_panics() {
-        let activity = Activity {
-            in_flight: AtomicUsize::new(0),
-            last: AtomicU64::new(u64::MAX),
-            epoch: Instant::now(),
-        };
-        let now = Instant::now();
-        assert_eq!(activity.idle_deadline(Duration::MAX, now), None);
-        activity.last.store(1_000, Ordering::Relaxed);
-        assert_eq!(
-            activity.idle_deadline(Duration::from_secs(60), now),
-            Some(activity.epoch + Duration::from_secs(61))
-        );
-        activity.in_flight.store(1, Ordering::Relaxed);
-        assert_eq!(activity.idle_deadline(Duration::MAX, now), None);
-        assert_eq!(
-            activity.idle_deadline(Duration::from_secs(60), now),
-            Some(now + Duration::from_secs(60))
-        );
-        // A connection whose idle deadline cannot be represented waits, not panics.
-        let never = tokio::time::timeout(Duration::from_secs(3600), sleep_until(None)).await;
-        assert!(never.is_err());
-    }
 
     #[test]
     fn ports_are_stripped() {
