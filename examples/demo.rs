@@ -20,6 +20,8 @@ mod config;
 mod conn;
 #[path = "sidecar/headers.rs"]
 mod headers;
+#[path = "sidecar/limits.rs"]
+mod limits;
 #[path = "sidecar/live_metrics.rs"]
 mod live_metrics;
 #[path = "sidecar/proxy.rs"]

@@ -814,6 +814,118 @@ fn endpoint_json(json: &str, addr: std::net::SocketAddr) -> &str {
     &json[start..=end]
 }
 
+/// GETs `url` and returns the status, the `x-meshwork-overloaded` header, the body and the time
+/// it took.
+async fn timed_get(url: String) -> (StatusCode, Option<String>, Bytes, Duration) {
+    let start = std::time::Instant::now();
+    let res = client()
+        .request(Request::get(url).body(empty()).unwrap())
+        .await
+        .expect("request");
+    let status = res.status();
+    let over = res
+        .headers()
+        .get("x-meshwork-overloaded")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = body_bytes(res).await;
+    (status, over, body, start.elapsed())
+}
+
+/// Issue 13, per-upstream limits: past `limits.max_requests` (two slow requests in flight) and
+/// past `limits.max_pending` (two requests waiting for an endpoint of an upstream that has none),
+/// a request is answered at once with 503 and `x-meshwork-overloaded: true`, never reaches a
+/// backend, and is counted in `meshwork_sidecar_overloaded_total`; the slots free when the
+/// responses end.
+#[cfg(feature = "dns")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_limits_answer_503_overloaded_at_once() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/none/"
+        upstream = "none"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        limits = {{ max_requests = 2 }}
+        [upstreams.none]
+        discovery = {{ kind = "dns", name = "nothing.invalid", port = 80 }}
+        balancer = {{ max_wait = "3s" }}
+        limits = {{ max_pending = 2 }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(timed_get(sidecar.url("/slow/1500"))))
+        .collect();
+    while backend.hits() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, over, body, took) = timed_get(sidecar.url("/hello")).await;
+    eprintln!("over max_requests: {status} in {took:?}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(over.as_deref(), Some("true"));
+    assert_eq!(body, "upstream overloaded: limits.max_requests reached\n");
+    assert!(took < Duration::from_millis(500), "not at once: {took:?}");
+    assert_eq!(backend.hits(), 2, "the refused request reached the backend");
+    for s in slow {
+        let (status, over, ..) = s.await.unwrap();
+        assert_eq!((status, over), (StatusCode::OK, None));
+    }
+    let (status, ..) = timed_get(sidecar.url("/hello")).await;
+    assert_eq!(status, StatusCode::OK, "the slots are free again");
+
+    let waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(timed_get(sidecar.url("/none/x"))))
+        .collect();
+    loop {
+        let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+        if String::from_utf8_lossy(&json).contains("\"name\":\"none\",\"active\":2,\"pending\":2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, over, body, took) = timed_get(sidecar.url("/none/x")).await;
+    eprintln!("over max_pending: {status} in {took:?}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(over.as_deref(), Some("true"));
+    assert_eq!(body, "upstream overloaded: limits.max_pending reached\n");
+    assert!(took < Duration::from_millis(500), "not at once: {took:?}");
+    for w in waiting {
+        // They waited `max_wait` for an endpoint: a plain 503, not an overload.
+        let (status, over, _, took) = w.await.unwrap();
+        assert_eq!((status, over), (StatusCode::SERVICE_UNAVAILABLE, None));
+        assert!(took >= Duration::from_millis(2500), "{took:?}");
+    }
+
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&text));
+    let over = |upstream: &str, limit: &str| {
+        metric(
+            &parsed,
+            "meshwork_sidecar_overloaded_total",
+            &[("upstream", upstream), ("limit", limit)],
+        )
+    };
+    assert_eq!(over("a", "max_requests"), Some(1.0));
+    assert_eq!(over("none", "max_pending"), Some(1.0));
+    assert_eq!(over("a", "max_pending"), Some(0.0));
+    let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+    let json = String::from_utf8_lossy(&json);
+    assert!(
+        json.contains("\"name\":\"none\",\"active\":0,\"pending\":0"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"name\":\"a\",\"active\":0,\"pending\":0"),
+        "{json}"
+    );
+}
+
 /// The client stack at work through the sidecar: an endpoint that answers 503 to everything.
 /// With peak EWMA (the default), its failures make it expensive, so P2C stops picking it and the
 /// retry layer sends the failed tries to the healthy endpoint: every request succeeds. With

@@ -81,7 +81,12 @@ impl AdminState {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{{\"name\":{},\"endpoints\":[", json_str(&u.name));
+            let (active, pending) = u.limits.counts();
+            let _ = write!(
+                out,
+                "{{\"name\":{},\"active\":{active},\"pending\":{pending},\"endpoints\":[",
+                json_str(&u.name)
+            );
             for (j, ep) in u.view.endpoints().iter().enumerate() {
                 if j > 0 {
                     out.push(',');

@@ -41,6 +41,7 @@
 //! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
 //! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
 //! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "250ms", replay_limit_bytes = 65536 }
+//! limits = { max_requests = 1024, max_pending = 1024 }   # Envoy's defaults; past them 503 + x-meshwork-overloaded
 //! # breaker = { enabled = false }   retry = { enabled = false }   turn a layer off
 //! ```
 //!
@@ -257,11 +258,36 @@ pub struct UpstreamConfig {
     /// Retries.
     #[serde(default)]
     pub retry: Retry,
+    /// Limits on what is sent to the upstream.
+    #[serde(default)]
+    pub limits: Limits,
     /// Whether a 429 (Too Many Requests) counts as the endpoint's failure for its breaker and its
     /// load (default false: a 429 says the caller is over its quota, not that the endpoint is
     /// broken; Envoy's outlier detection counts 5xx only). A 429 is retried either way.
     #[serde(default)]
     pub count_429_as_failure: bool,
+}
+
+/// Per-upstream limits, as Envoy's circuit-breaker thresholds, with Envoy's defaults (1024 each,
+/// `envoy.config.cluster.v3.CircuitBreakers.Thresholds`). Past a limit a request is answered at
+/// once with 503 and `x-meshwork-overloaded: true`, and counted in
+/// `meshwork_sidecar_overloaded_total{upstream, limit}`; nothing queues for a slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests in flight to the upstream, until their response body ends (default 1024).
+    pub max_requests: usize,
+    /// Requests waiting for an available endpoint, not yet sent to one (default 1024).
+    pub max_pending: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_requests: 1024,
+            max_pending: 1024,
+        }
+    }
 }
 
 /// Where an upstream's endpoints come from.
@@ -484,6 +510,7 @@ impl Config {
                 balancer: Balancer::default(),
                 breaker: Breaker::default(),
                 retry: Retry::default(),
+                limits: Limits::default(),
                 count_429_as_failure: false,
             },
         );
@@ -723,6 +750,17 @@ impl UpstreamConfig {
                         "must be at least 5s (etcd closes connections that ping more often)",
                     ));
                 }
+            }
+        }
+        for (value, name) in [
+            (self.limits.max_requests, "max_requests"),
+            (self.limits.max_pending, "max_pending"),
+        ] {
+            if value == 0 {
+                return Err(FieldError::new(
+                    format!("{p}.limits.{name}"),
+                    "must be at least 1",
+                ));
             }
         }
         let t = &self.timeouts;

@@ -17,7 +17,7 @@
 //! within `shutdown_drain_timeout`, and exits 0.
 //!
 //! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`client_body`] (a
-//! failed request body is the caller's 400), [`conn`] (a connection's header-read and idle timers), [`proxy`] (listener, routing, error statuses),
+//! failed request body is the caller's 400), [`conn`] (a connection's header-read and idle timers), [`limits`] (per-upstream request limits), [`proxy`] (listener, routing, error statuses),
 //! [`headers`] (hop-by-hop and forwarding headers), [`upstream`] (the forwarding seam, one tower
 //! service per upstream), [`admin`] (metrics, readiness, endpoints).
 
@@ -27,6 +27,7 @@ mod client_body;
 mod config;
 mod conn;
 mod headers;
+mod limits;
 mod live_metrics;
 mod proxy;
 mod upstream;

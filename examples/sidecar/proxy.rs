@@ -24,6 +24,7 @@
 //! | 431 | request head over `listener.max_header_bytes` or `listener.max_headers` (hyper) |
 //! | 502 | the upstream failed (connection refused or reset, protocol error) |
 //! | 503 | no endpoint of the upstream is available (none discovered, or every breaker open) within `balancer.max_wait` |
+//! | 503 + `x-meshwork-overloaded: true` | the upstream's `limits.max_requests` or `limits.max_pending` is reached (at once, nothing queued) |
 //! | 504 | the deadline passed (total, or one try's timeout) before the upstream answered |
 
 use std::convert::Infallible;
@@ -52,6 +53,7 @@ use crate::client_body::{ClientBody, Failed};
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{Activity, Watched, sleep_until};
 use crate::headers;
+use crate::limits::{Active, Overloaded};
 use crate::upstream::{ProxyBody, Upstream};
 
 /// A compiled route.
@@ -139,7 +141,9 @@ impl Proxy {
         })
     }
 
-    /// Handles one request from `client`. Never fails: every problem becomes a response.
+    /// Handles one request from `client`. Never fails: every problem becomes a response. A
+    /// forwarded request comes back with its upstream's [`Active`] slot: keep it until the
+    /// response body ends.
     ///
     /// Routing happens before the returned future is polled; the future only waits for the
     /// upstream (and owns everything it needs).
@@ -147,7 +151,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+    ) -> impl Future<Output = (Response<ProxyBody>, Option<Active>)> + Send + 'static {
         let access = self.access_log.then(|| {
             (
                 Instant::now(),
@@ -160,9 +164,9 @@ impl Proxy {
             self.refused.count(res.status());
         }
         async move {
-            let (res, upstream) = match next {
-                Next::Local(res) => (res, None),
-                Next::Forward(call, upstream, body_failed) => {
+            let (res, upstream, active) = match next {
+                Next::Local(res) => (res, None, None),
+                Next::Forward(call, upstream, body_failed, active) => {
                     let res = match call.await {
                         Ok(mut res) => {
                             headers::remove_hop_by_hop(res.headers_mut());
@@ -178,7 +182,7 @@ impl Proxy {
                             }
                         }
                     };
-                    (res, Some(upstream))
+                    (res, Some(upstream), Some(active))
                 }
             };
             if let Some((start, method, path)) = access {
@@ -192,7 +196,7 @@ impl Proxy {
                     duration = ?start.elapsed(),
                 );
             }
-            res
+            (res, active)
         }
     }
 
@@ -262,7 +266,13 @@ impl Proxy {
             ));
         }
 
+        let admitted = match upstream.limits.admit() {
+            Ok(admitted) => admitted,
+            Err(over) => return Next::Local(overloaded(over)),
+        };
+
         let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(admitted.pending);
         // The upstream seam sets scheme and authority; keep the Host the request was routed by:
         // the URI's authority when there is one (HTTP/2 `:authority`, which wins over a Host
         // header; an absolute-form target, checked equal above), else the Host header.
@@ -290,6 +300,7 @@ impl Proxy {
             Box::pin(upstream.service.clone().oneshot(req)),
             upstream.name.clone(),
             body_failed,
+            admitted.active,
         )
     }
 }
@@ -303,6 +314,7 @@ enum Next {
         BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>,
         Arc<str>,
         Failed,
+        Active,
     ),
 }
 
@@ -352,6 +364,16 @@ pub fn error_response(e: &BoxError) -> Response<ProxyBody> {
     } else {
         local(StatusCode::BAD_GATEWAY, "upstream request failed")
     }
+}
+
+/// The answer past an upstream limit: 503 with `x-meshwork-overloaded: true`, at once.
+fn overloaded(over: Overloaded) -> Response<ProxyBody> {
+    let mut res = local(StatusCode::SERVICE_UNAVAILABLE, over.reason());
+    res.headers_mut().insert(
+        http::HeaderName::from_static("x-meshwork-overloaded"),
+        HeaderValue::from_static("true"),
+    );
+    res
 }
 
 /// A response made by the proxy itself, with a short text body.
@@ -428,12 +450,13 @@ pub async fn serve(
                 let active = act.request();
                 let proxy = proxy.clone();
                 async move {
-                    let res = proxy.handle(req, peer).await;
-                    // The request stays active until its response body is done. Not boxed
-                    // again: the body is already a `ProxyBody`.
+                    let (res, slot) = proxy.handle(req, peer).await;
+                    // The request stays active (on its connection, and in its upstream's
+                    // limits) until its response body is done. Not boxed again: the body is
+                    // already a `ProxyBody`.
                     Ok::<_, Infallible>(res.map(|b| {
                         b.map_frame(move |f| {
-                            let _keep = &active;
+                            let _keep = (&active, &slot);
                             f
                         })
                     }))

@@ -58,6 +58,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::config::{Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
+use crate::limits::{Pending, UpstreamLimits};
 use crate::live_metrics::{EndpointMetrics, Live, Registry};
 
 /// The body type on both sides of the proxy: streamed, never buffered whole.
@@ -107,6 +108,8 @@ pub struct Upstream {
     pub service: UpstreamService,
     /// Its endpoints, for the admin listener.
     pub view: Arc<dyn EndpointsView>,
+    /// Its request limits.
+    pub limits: Arc<UpstreamLimits>,
 }
 
 /// The library settings of one upstream, checked without starting anything (`--check` uses it).
@@ -289,6 +292,7 @@ pub async fn build(
         name: upstream,
         service: BoxCloneSyncService::new(service),
         view,
+        limits: UpstreamLimits::new(name, config.limits.max_requests, config.limits.max_pending),
     })
 }
 
@@ -463,9 +467,9 @@ impl<S> Instrument<S> {
     }
 }
 
-impl<S, Req, B> Service<Req> for Instrument<S>
+impl<S, ReqBody, B> Service<Request<ReqBody>> for Instrument<S>
 where
-    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    S: Service<Request<ReqBody>, Response = Response<B>, Error = BoxError>,
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
@@ -477,7 +481,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The request reached an endpoint: no longer pending (see `limits`).
+        if let Some(pending) = req.extensions().get::<Pending>() {
+            pending.release();
+        }
         InstrumentFuture {
             inner: self.inner.call(req),
             guard: Some(InFlight::start(self.metrics.clone())),

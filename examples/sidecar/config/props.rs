@@ -121,6 +121,7 @@ struct GenUpstream {
     max_wait: u64,
     breaker: (bool, u32, u32, u64, u32, (u64, u64)),
     retry: (bool, u32, u32, u32, u64, (u64, u64), u64),
+    limits: (usize, usize),
     count_429: bool,
 }
 
@@ -231,6 +232,11 @@ impl GenConfig {
                     .set("backoff_max", ms(max))
                     .set("replay_limit_bytes", replay.to_string()),
             );
+            tables.push(
+                Table::new(format!("{p}.limits"), false)
+                    .set("max_requests", u.limits.0.to_string())
+                    .set("max_pending", u.limits.1.to_string()),
+            );
         }
         Doc(tables)
     }
@@ -300,6 +306,8 @@ impl GenConfig {
             assert_eq!(r.budget_window, secs(window));
             assert_eq!((r.backoff_base, r.backoff_max), (d(base), d(max)));
             assert_eq!(r.replay_limit_bytes, replay);
+            let l = &u.limits;
+            assert_eq!((l.max_requests, l.max_pending), g.limits);
         }
     }
 }
@@ -337,6 +345,7 @@ fn upstream(name: String) -> impl Strategy<Value = GenUpstream> {
         balancer,
         breaker,
         retry,
+        (1usize..100_000, 1usize..100_000),
         any::<bool>(),
     )
         .prop_map(
@@ -347,6 +356,7 @@ fn upstream(name: String) -> impl Strategy<Value = GenUpstream> {
                 (lif, decay, max_wait),
                 breaker,
                 retry,
+                limits,
                 c429,
             )| {
                 GenUpstream {
@@ -360,6 +370,7 @@ fn upstream(name: String) -> impl Strategy<Value = GenUpstream> {
                     max_wait,
                     breaker,
                     retry,
+                    limits,
                     count_429: c429,
                 }
             },
@@ -457,6 +468,9 @@ fn breakage() -> impl Strategy<Value = Breakage> {
         (1.001f64..1e6).prop_map(|r| Checked("breaker", "min_success_rate", format!("{r:?}"))),
         (-1e6f64..=0.0).prop_map(|r| Checked("breaker", "min_success_rate", format!("{r:?}"))),
         Just(Checked("breaker", "consecutive_failures", "0".into())),
+        Just(Checked("limits", "max_requests", "0".into())),
+        Just(Checked("limits", "max_pending", "0".into())),
+        Just(Malformed("limits", "max_pending", "-5".into())),
         Just(Checked("breaker", "min_requests", "0".into())),
         Just(Checked("breaker", "window", ms(0))),
         Just(Checked("timeouts", "total", "\"0s\"".into())),
