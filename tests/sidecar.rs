@@ -926,6 +926,110 @@ async fn upstream_limits_answer_503_overloaded_at_once() {
     );
 }
 
+/// Issue 13, HTTP/2 server limits: a rapid-reset flood (CVE-2023-44487: HEADERS then RST_STREAM
+/// at once, 10,000 times, from a raw `h2` client) is met with GOAWAY (ENHANCE_YOUR_CALM), fewer
+/// than 1 % of the streams reach the upstream, and the sidecar keeps serving. The stream cap is
+/// the configured `h2_max_concurrent_streams`; `max_headers` bounds HTTP/2 requests too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
+    let backend = Backend::start("a").await;
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        h2_max_concurrent_streams = 50
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    let tcp = TcpStream::connect(sidecar.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut reset = 0usize;
+    let mut refused = None;
+    for _ in 0..10_000 {
+        let req = Request::get("http://a/slow/200").body(()).unwrap();
+        match client.send_request(req, false) {
+            Ok((_response, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                reset += 1;
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        };
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the sidecar ends the flooding connection")
+        .unwrap();
+    let reason = refused
+        .as_ref()
+        .and_then(h2::Error::reason)
+        .or_else(|| ended.as_ref().err().and_then(h2::Error::reason));
+    eprintln!(
+        "rapid reset: {reset} streams sent and reset before the connection ended \
+         ({refused:?} / {ended:?}); {} reached the upstream",
+        backend.hits()
+    );
+    assert_eq!(reason, Some(h2::Reason::ENHANCE_YOUR_CALM));
+    assert!(reset < 10_000, "the flood was never stopped");
+    assert!(
+        backend.hits() < 100,
+        "{} of 10,000 reached the upstream",
+        backend.hits()
+    );
+
+    // Still serving, on a new connection, which is told the configured stream cap.
+    assert!(sidecar.alive());
+    let tcp = TcpStream::connect(sidecar.addr).await.unwrap();
+    let (client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut client = client.ready().await.unwrap();
+    let req = Request::get("http://a/hello").body(()).unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = tokio::select! {
+        r = &mut conn => panic!("connection ended: {r:?}"),
+        r = response => r.unwrap(),
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        conn.max_concurrent_send_streams(),
+        50,
+        "the configured stream cap"
+    );
+
+    // The header-field bound (`max_headers`, 100) holds for HTTP/2 too: 431.
+    let mut req = Request::get("http://a/hello");
+    for i in 0..120 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let hits = backend.hits();
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let response = tokio::select! {
+        r = &mut conn => panic!("connection ended: {r:?}"),
+        r = response => r.unwrap(),
+    };
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(backend.hits(), hits);
+}
+
 /// The client stack at work through the sidecar: an endpoint that answers 503 to everything.
 /// With peak EWMA (the default), its failures make it expensive, so P2C stops picking it and the
 /// retry layer sends the failed tries to the healthy endpoint: every request succeeds. With

@@ -23,6 +23,7 @@
 //! header_read_timeout = "10s"       # a request head must be complete this long after its first byte
 //! idle_timeout = "60s"              # a kept-alive connection idle this long after its last request is closed
 //! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
+//! h2_max_concurrent_streams = 100   # streams per HTTP/2 connection (a rapid-reset flood gets GOAWAY)
 //!
 //! [[routes]]                        # first match wins; a request that matches none is refused
 //! host = "users.internal"           # optional: Host (or HTTP/2 :authority), port ignored
@@ -188,6 +189,9 @@ pub struct ListenerConfig {
     /// A kept-alive connection with nothing in flight is closed this long after its last request
     /// ended (default 60 s).
     pub idle_timeout: Dur,
+    /// Most concurrent streams per HTTP/2 client connection (default 100, the value Envoy's edge
+    /// best practices give; hyper's own default is 200). A client over it is refused the stream.
+    pub h2_max_concurrent_streams: u32,
     /// Most open client connections (default 10,000). Beyond it the proxy stops accepting until
     /// one closes: new connections wait in the kernel's backlog instead of being dropped.
     pub max_connections: usize,
@@ -203,6 +207,7 @@ impl Default for ListenerConfig {
             header_read_timeout: secs(10),
             idle_timeout: secs(60),
             max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
         }
     }
 }
@@ -558,6 +563,12 @@ impl Config {
         }
         non_zero("listener.header_read_timeout", l.header_read_timeout)?;
         non_zero("listener.idle_timeout", l.idle_timeout)?;
+        if l.h2_max_concurrent_streams == 0 {
+            return Err(FieldError::new(
+                "listener.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
         if l.max_connections == 0 || l.max_connections > (u32::MAX >> 3) as usize {
             return Err(FieldError::new(
                 "listener.max_connections",

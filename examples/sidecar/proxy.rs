@@ -21,7 +21,7 @@
 //! | 405 | `CONNECT` |
 //! | 413 | `Content-Length` over `listener.max_body_bytes` (a longer streamed body is cut off) |
 //! | 421 | absolute-form request for a host no route names |
-//! | 431 | request head over `listener.max_header_bytes` or `listener.max_headers` (hyper) |
+//! | 431 | request head over `listener.max_header_bytes` or `listener.max_headers` (hyper for HTTP/1 and the HTTP/2 header-list size; the proxy for the HTTP/2 field count) |
 //! | 502 | the upstream failed (connection refused or reset, protocol error) |
 //! | 503 | no endpoint of the upstream is available (none discovered, or every breaker open) within `balancer.max_wait` |
 //! | 503 + `x-meshwork-overloaded: true` | the upstream's `limits.max_requests` or `limits.max_pending` is reached (at once, nothing queued) |
@@ -68,16 +68,17 @@ pub struct Proxy {
     routes: Vec<Route>,
     upstreams: Vec<Upstream>,
     max_body_bytes: u64,
+    max_headers: usize,
     access_log: bool,
     refused: Refused,
 }
 
 /// Counters of requests the proxy answered itself, by status; handles made once.
-struct Refused([(StatusCode, metrics::Counter); 5]);
+struct Refused([(StatusCode, metrics::Counter); 6]);
 
 impl Refused {
     fn new() -> Self {
-        Self([400, 404, 405, 413, 421].map(|code| {
+        Self([400, 404, 405, 413, 421, 431].map(|code| {
             let status = StatusCode::from_u16(code).expect("a valid status");
             let counter =
                 metrics::counter!("meshwork_sidecar_refused_total", "status" => code.to_string());
@@ -111,6 +112,7 @@ impl Proxy {
             routes,
             upstreams,
             max_body_bytes: config.listener.max_body_bytes,
+            max_headers: config.listener.max_headers,
             access_log: config.access_log,
             refused: Refused::new(),
         }
@@ -205,6 +207,13 @@ impl Proxy {
             return Next::Local(local(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported",
+            ));
+        }
+        // hyper counts HTTP/1 header fields itself (431); HTTP/2 gets the same bound here.
+        if req.version() == Version::HTTP_2 && req.headers().len() > self.max_headers {
+            return Next::Local(local(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
             ));
         }
         // RFC 9112 §3.2: more than one Host, or none in HTTP/1.1, is a 400. In HTTP/2, Host is
@@ -392,6 +401,14 @@ pub fn local(status: StatusCode, why: &'static str) -> Response<ProxyBody> {
     res
 }
 
+/// Streams a client may reset before the server has served them, on one HTTP/2 connection,
+/// before it gets GOAWAY (the h2 crate's default, the rapid-reset guard).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams the server may reset because of the client's protocol errors, on one connection,
+/// before it gets GOAWAY (the h2 crate's default).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// Accepts connections until `shutdown` flips, then returns at once (the listener is dropped, so
 /// new connections are refused); the open connections finish their requests and close. Each
 /// connection holds one permit of `connections` until it closes, so the caller can wait for the
@@ -413,9 +430,16 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
+    // HTTP/2 limits, explicit rather than whatever hyper's defaults become: the stream cap, the
+    // header-list size (the same bound as HTTP/1's head), and the rapid-reset guard
+    // (CVE-2023-44487): a client that resets more than `H2_MAX_PENDING_ACCEPT_RESETS` streams
+    // before they are served gets GOAWAY (ENHANCE_YOUR_CALM); a reset stream is never forwarded.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let idle = limits.idle_timeout.0;

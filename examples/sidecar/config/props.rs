@@ -100,6 +100,7 @@ struct GenListener {
     header_read_timeout: u64,
     idle_timeout: u64,
     max_connections: usize,
+    h2_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -160,7 +161,8 @@ impl GenConfig {
                 .set("max_body_bytes", l.max_body_bytes.to_string())
                 .set("header_read_timeout", ms(l.header_read_timeout))
                 .set("idle_timeout", ms(l.idle_timeout))
-                .set("max_connections", l.max_connections.to_string()),
+                .set("max_connections", l.max_connections.to_string())
+                .set("h2_max_concurrent_streams", l.h2_streams.to_string()),
         );
         for r in &self.routes {
             let mut t = Table::new("routes", true)
@@ -256,6 +258,7 @@ impl GenConfig {
         assert_eq!(l.header_read_timeout, d(g.header_read_timeout));
         assert_eq!(l.idle_timeout, d(g.idle_timeout));
         assert_eq!(l.max_connections, g.max_connections);
+        assert_eq!(l.h2_max_concurrent_streams, g.h2_streams);
         assert_eq!(c.routes.len(), self.routes.len());
         for (r, g) in c.routes.iter().zip(&self.routes) {
             assert_eq!(r.host, g.host);
@@ -389,8 +392,9 @@ fn config() -> impl Strategy<Value = GenConfig> {
         1u64..100_000,
         1u64..1_000_000,
         1usize..100_000,
+        1u32..10_000,
     )
-        .prop_map(|(port, mhb, mh, mbb, hrt, idle, mc)| GenListener {
+        .prop_map(|(port, mhb, mh, mbb, hrt, idle, mc, h2)| GenListener {
             port,
             max_header_bytes: mhb,
             max_headers: mh,
@@ -398,6 +402,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
             header_read_timeout: hrt,
             idle_timeout: idle,
             max_connections: mc,
+            h2_streams: h2,
         });
     let route = (
         prop::option::of("[a-z][a-z0-9-]{0,10}(\\.[a-z]{1,5})?"),
@@ -500,6 +505,7 @@ fn breakage() -> impl Strategy<Value = Breakage> {
         Just(Listener("max_headers", "0".into())),
         Just(Listener("max_body_bytes", "0".into())),
         Just(Listener("max_connections", "0".into())),
+        Just(Listener("h2_max_concurrent_streams", "0".into())),
         Just(Listener("idle_timeout", ms(0))),
     ]
 }
