@@ -26,6 +26,7 @@
 //! | 503 | no endpoint of the upstream is available (none discovered, or every breaker open) within `balancer.max_wait` |
 //! | 503 + `x-meshwork-overloaded: true` | the upstream's `limits.max_requests` or `limits.max_pending` is reached (at once, nothing queued) |
 //! | 504 | the deadline passed (total, or one try's timeout) before the upstream answered |
+//! | 508 | the request's `Via` already names this sidecar instance: a forwarding loop, stopped at the first repeat |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -74,11 +75,11 @@ pub struct Proxy {
 }
 
 /// Counters of requests the proxy answered itself, by status; handles made once.
-struct Refused([(StatusCode, metrics::Counter); 6]);
+struct Refused([(StatusCode, metrics::Counter); 7]);
 
 impl Refused {
     fn new() -> Self {
-        Self([400, 404, 405, 413, 421, 431].map(|code| {
+        Self([400, 404, 405, 413, 421, 431, 508].map(|code| {
             let status = StatusCode::from_u16(code).expect("a valid status");
             let counter =
                 metrics::counter!("meshwork_sidecar_refused_total", "status" => code.to_string());
@@ -207,6 +208,12 @@ impl Proxy {
             return Next::Local(local(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported",
+            ));
+        }
+        if headers::has_our_via(req.headers()) {
+            return Next::Local(local(
+                StatusCode::LOOP_DETECTED,
+                "loop detected: this request has already passed this sidecar",
             ));
         }
         // hyper counts HTTP/1 header fields itself (431); HTTP/2 gets the same bound here.
