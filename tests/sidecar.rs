@@ -1087,6 +1087,78 @@ async fn a_via_loop_gets_508_at_the_first_repeat() {
     assert!(sidecar.alive());
 }
 
+/// The trailer section of a raw chunked HTTP/1 response: the lines after the last chunk.
+fn raw_trailers(res: &str) -> String {
+    let (_, after) = res.rsplit_once("\r\n0\r\n").expect("a chunked body");
+    after.trim_end().to_owned()
+}
+
+/// Issue 13, trailers pass through in both directions and between versions (`Trailer` was dropped
+/// as hop-by-hop, so hyper's HTTP/1 encoder dropped every trailer): response trailers HTTP/1 →
+/// HTTP/1, HTTP/2 → HTTP/2 (an h2 upstream), HTTP/2 client ← HTTP/1 upstream; request trailers
+/// HTTP/1 → HTTP/1 (echoed back). Each arrives byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_pass_through_h1_h1_h2_h2_and_h2_h1() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/h2/"
+        upstream = "h2"
+        [[routes]]
+        upstream = "h1"
+        [upstreams.h1]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        [upstreams.h2]
+        http_version = "http2"
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    // HTTP/1 → HTTP/1, response trailers.
+    let res = raw(
+        sidecar.addr,
+        b"GET /trailers HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert_eq!(raw_trailers(&res), "x-checksum: abc123", "{res:?}");
+
+    // HTTP/1 → HTTP/1, request trailers, echoed back as response trailers.
+    let res = raw(
+        sidecar.addr,
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nTrailer: x-sum\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert!(res.contains("hello"), "{res:?}");
+    assert_eq!(raw_trailers(&res), "x-sum: 42", "{res:?}");
+
+    // HTTP/2 clients: from an h2 upstream and from an HTTP/1 upstream.
+    for path in ["/h2/trailers", "/trailers"] {
+        let res = h2_client()
+            .request(
+                Request::get(sidecar.url(path))
+                    .header("te", "trailers")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let collected = res.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        assert_eq!(collected.to_bytes(), "with trailers", "{path}");
+        let trailers = trailers.unwrap_or_else(|| panic!("{path}: no trailers"));
+        assert_eq!(trailers["x-checksum"], "abc123", "{path}");
+        assert_eq!(trailers.len(), 1, "{path}: {trailers:?}");
+    }
+}
+
 /// The client stack at work through the sidecar: an endpoint that answers 503 to everything.
 /// With peak EWMA (the default), its failures make it expensive, so P2C stops picking it and the
 /// retry layer sends the failed tries to the healthy endpoint: every request succeeds. With

@@ -37,19 +37,19 @@ pub fn has_our_via(headers: &HeaderMap) -> bool {
         .any(|entry| entry.split_whitespace().nth(1) == Some(ours))
 }
 
-/// Headers that concern one connection, never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that concern one connection, never forwarded. `Trailer` is not one of them (RFC 9110
+/// §6.6.2): it declares the trailer fields, and hyper's HTTP/1 encoder sends only declared ones.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `Proxy-*`,
-/// `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade`.
+/// `TE`, `Transfer-Encoding` and `Upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -182,7 +182,8 @@ impl Sidecar {
 
 /// A loopback backend (HTTP/1.1 and h2c) that counts the requests it answers.
 ///
-/// - `/echo`: streams the request body back;
+/// - `/echo`: streams the request body back (its trailers too, declared as the request did);
+/// - `…/trailers`: `with trailers`, then the trailer `x-checksum: abc123` (declared in `Trailer`);
 /// - `/count`: reads the whole request body, answers its length;
 /// - `/headers`: the request's headers, one `name: value` line each, sorted;
 /// - `/chunked`: 64 chunks of 1000 bytes, streamed without a length;
@@ -270,7 +271,24 @@ async fn backend_handle(
     let path = req.uri().path().to_owned();
     let full = |s: String| Full::new(Bytes::from(s)).map_err(|n| match n {}).boxed();
     let res = if path == "/echo" {
-        Response::new(req.into_body().boxed())
+        // Request trailers come back as response trailers: declare them as the request did.
+        let declared = req.headers().get(http::header::TRAILER).cloned();
+        let mut res = Response::new(req.into_body().boxed());
+        if let Some(declared) = declared {
+            res.headers_mut().insert(http::header::TRAILER, declared);
+        }
+        res
+    } else if path.ends_with("/trailers") {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "abc123".parse().unwrap());
+        let frames = vec![
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"with trailers"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        Response::builder()
+            .header(http::header::TRAILER, "x-checksum")
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .unwrap()
     } else if path == "/headers" {
         let mut lines: Vec<String> = req
             .headers()
