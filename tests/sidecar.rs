@@ -1277,7 +1277,18 @@ async fn failing_endpoint_is_avoided_then_broken_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_refuses_new_and_exits_zero() {
     let backend = Backend::start("a").await;
-    let mut sidecar = Sidecar::simple(&[backend.addr]).await;
+    // No drain delay: accepting stops at once.
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        drain_delay = "0s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
     let url = sidecar.url("/slow/3000");
     let slow = tokio::spawn(async move { get(&url).await });
     // Wait until the slow request reached the backend.
@@ -1313,6 +1324,64 @@ async fn sigterm_drains_in_flight_refuses_new_and_exits_zero() {
         .await
         .expect("exits after draining")
         .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+/// Issue 13, drain on SIGTERM: `/ready` fails at once; for `drain_delay` (2 s here) new
+/// connections and requests are still served (the application's own calls during its shutdown);
+/// then the listener closes and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_ready_at_once_and_serves_during_drain_delay() {
+    let backend = Backend::start("a").await;
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        drain_delay = "2s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    assert_eq!(get(&sidecar.admin_url("/ready")).await.0, StatusCode::OK);
+    sidecar.signal("TERM");
+    let start = std::time::Instant::now();
+    let not_ready = loop {
+        let (status, _) = get(&sidecar.admin_url("/ready")).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "/ready still 200");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // New connections (a fresh client each time) during the delay are served.
+    let mut served = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        let (status, body) = get(&sidecar.url("/hello")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello from a"[..]));
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while TcpStream::connect(sidecar.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start.elapsed()
+    })
+    .await
+    .expect("the listener closes after drain_delay");
+    let exit = tokio::time::timeout(Duration::from_secs(10), sidecar.child.wait())
+        .await
+        .expect("exits after draining")
+        .unwrap();
+    eprintln!(
+        "drain: /ready 503 after {not_ready:?}; {served} requests served during the delay; \
+         listener closed after {closed:?}"
+    );
+    assert!(not_ready < Duration::from_millis(500), "{not_ready:?}");
+    assert!(served >= 10, "{served}");
+    assert!(closed >= Duration::from_millis(1900), "{closed:?}");
     assert_eq!(exit.code(), Some(0));
 }
 

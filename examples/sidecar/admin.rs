@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/metrics` | Prometheus text format: the sidecar's metrics and every `meshwork_` metric the library layers emit |
-//! | `/ready` | 200 once the proxy listens and at least one upstream has an endpoint, else 503 |
+//! | `/ready` | 200 once the proxy listens and at least one upstream has an endpoint, else 503; 503 from the moment shutdown starts (SIGTERM) |
 //! | `/live` | 200 while the process runs |
 //! | `/endpoints` | JSON: every upstream's endpoints as the balancer sees them: `address`, `in_flight`, `load` (the cost P2C compares: the peak-EWMA latency estimate × (in-flight + 1), or the in-flight count), `breaker` (`closed`, `open`, `half_open`, …, or `null` when breakers are off) |
 //!
@@ -62,7 +62,7 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// The upstreams.
     pub upstreams: Vec<Upstream>,
-    /// Set once the proxy listener is bound and serving.
+    /// Set once the proxy listener is bound and serving; cleared when draining starts (SIGTERM).
     pub listening: AtomicBool,
 }
 

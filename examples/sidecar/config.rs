@@ -11,7 +11,8 @@
 //!
 //! ```toml
 //! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
-//! shutdown_drain_timeout = "30s"    # how long in-flight requests may finish after SIGTERM
+//! drain_delay = "3s"                # after SIGTERM: /ready fails at once, requests are still served this long
+//! shutdown_drain_timeout = "30s"    # then accepting stops; how long in-flight requests may finish
 //! access_log = false                # one line per request under the `meshwork::access` target
 //! # seed = 42                       # seeds P2C picks and jitter, for reproducible runs
 //!
@@ -142,7 +143,12 @@ pub struct Config {
     /// Admin listener address (default `127.0.0.1:9990`).
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
-    /// Time in-flight requests get to finish after SIGTERM/SIGINT (default 30 s).
+    /// After SIGTERM/SIGINT, how long the sidecar keeps accepting and serving while `/ready`
+    /// already fails (default 3 s; `"0s"` stops accepting at once): the application's own calls
+    /// during its shutdown still go through.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: Dur,
+    /// Time in-flight requests get to finish once the sidecar stops accepting (default 30 s).
     #[serde(default = "default_drain")]
     pub shutdown_drain_timeout: Dur,
     /// One `info` line per request under target `meshwork::access` (default off).
@@ -163,6 +169,10 @@ pub struct Config {
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9990))
+}
+
+fn default_drain_delay() -> Dur {
+    secs(3)
 }
 
 fn default_drain() -> Dur {
@@ -521,6 +531,7 @@ impl Config {
         );
         let config = Config {
             admin: default_admin(),
+            drain_delay: default_drain_delay(),
             shutdown_drain_timeout: default_drain(),
             access_log: false,
             seed: None,

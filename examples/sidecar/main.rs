@@ -13,8 +13,8 @@
 //! At start it prints one line on stdout, `listening on ADDR admin ADDR`, with the bound addresses
 //! (useful with port 0). Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default
 //! `info`); `--access-log` (or `access_log = true`) adds one line per request under the target
-//! `meshwork::access`. SIGTERM or SIGINT stops accepting at once, lets in-flight requests finish
-//! within `shutdown_drain_timeout`, and exits 0.
+//! `meshwork::access`. SIGTERM or SIGINT fails `/ready` at once, keeps serving for `drain_delay`,
+//! then stops accepting, lets in-flight requests finish within `shutdown_drain_timeout`, and exits 0.
 //!
 //! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`client_body`] (a
 //! failed request body is the caller's 400), [`conn`] (a connection's header-read and idle timers), [`limits`] (per-upstream request limits), [`proxy`] (listener, routing, error statuses),

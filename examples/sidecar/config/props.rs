@@ -147,6 +147,7 @@ impl GenConfig {
             Table::new("", false)
                 .set("admin", quoted(&addr(self.admin).to_string()))
                 .set("shutdown_drain_timeout", ms(self.drain))
+                .set("drain_delay", ms(self.drain / 2))
                 .set("access_log", self.access_log.to_string()),
         ];
         if let Some(seed) = self.seed {
@@ -248,6 +249,7 @@ impl GenConfig {
         let d = |n: u64| Dur(Duration::from_millis(n));
         assert_eq!(c.admin, addr(self.admin));
         assert_eq!(c.shutdown_drain_timeout, d(self.drain));
+        assert_eq!(c.drain_delay, d(self.drain / 2));
         assert_eq!(c.access_log, self.access_log);
         assert_eq!(c.seed, self.seed);
         let (l, g) = (&c.listener, &self.listener);
