@@ -1531,6 +1531,59 @@ async fn keep_alive_survives_the_header_timeout_and_closes_at_idle_timeout() {
     assert_eq!(backend.hits(), 3);
 }
 
+/// Issue 13, the admin listener's limits (`admin_limits`): a silent connection is cut after the
+/// header timeout, a kept-alive one closed after the idle timeout, and beyond `max_connections`
+/// a connection waits until a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_has_a_header_timeout_an_idle_timeout_and_a_connection_cap() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        admin_limits = {{ header_read_timeout = "500ms", idle_timeout = "1500ms", max_connections = 2 }}
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let live = b"GET /live HTTP/1.1\r\nHost: admin\r\n\r\n";
+
+    let mut silent = TcpStream::connect(sidecar.admin).await.unwrap();
+    let silent_closed = time_to_close(&mut silent, Duration::from_secs(10)).await;
+
+    let mut kept = TcpStream::connect(sidecar.admin).await.unwrap();
+    kept.write_all(live).await.unwrap();
+    assert!(read_response(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let mut second = TcpStream::connect(sidecar.admin).await.unwrap();
+    second.write_all(live).await.unwrap();
+    assert!(read_response(&mut second).await.starts_with("HTTP/1.1 200"));
+    // Both slots are held by kept-alive connections: a third waits.
+    let mut third = TcpStream::connect(sidecar.admin).await.unwrap();
+    third.write_all(live).await.unwrap();
+    let mut buf = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond admin_limits.max_connections");
+    let kept_closed = time_to_close(&mut kept, Duration::from_secs(10)).await;
+    let res = tokio::time::timeout(Duration::from_secs(5), read_response(&mut third))
+        .await
+        .expect("served once a slot frees");
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    eprintln!(
+        "admin: silent closed after {silent_closed:?}; kept-alive closed {kept_closed:?} after the third connected"
+    );
+    assert!(
+        silent_closed >= Duration::from_millis(400) && silent_closed < Duration::from_secs(2),
+        "{silent_closed:?}"
+    );
+    // Idle 1.5 s from its response; 0.3 s of it had passed before the wait started.
+    assert!(
+        kept_closed >= Duration::from_millis(900) && kept_closed < Duration::from_secs(3),
+        "{kept_closed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_writes_one_line_per_request() {
     let backend = Backend::start("a").await;

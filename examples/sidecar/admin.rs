@@ -48,11 +48,14 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::AdminLimits;
+use crate::conn::{self, Activity, Watched};
 
 use crate::upstream::Upstream;
 
@@ -169,15 +172,33 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     res
 }
 
-/// Serves the admin endpoints until `shutdown` flips.
+/// Serves the admin endpoints until `shutdown` flips, with the same kind of limits as the proxy
+/// listener (`admin_limits`): at most `max_connections` connections (more wait in the kernel's
+/// backlog), a request head due within `header_read_timeout` of its first byte, a kept-alive
+/// connection closed after `idle_timeout` without a request.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    limits: AdminLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Off: `conn` times request heads (hyper's timer would also run between requests).
+        .header_read_timeout(None)
+        .max_buf_size(16 * 1024)
+        .max_headers(64);
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (header_read, idle) = (limits.header_read_timeout.0, limits.idle_timeout.0);
     loop {
-        let (stream, _) = tokio::select! {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("never closed"),
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -190,12 +211,30 @@ pub async fn serve(
         };
         let state = state.clone();
         let builder = builder.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let activity = Activity::new();
+            let act = activity.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                // Admin responses are whole: the request ends with its response.
+                let _active = act.request();
                 let res = state.respond(&req);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let io = TokioIo::new(Watched::new(stream, activity.clone()));
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            conn::drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                header_read,
+                idle,
+                shutdown,
+                peer,
+            )
+            .await;
         });
     }
 }

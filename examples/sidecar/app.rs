@@ -159,7 +159,12 @@ pub async fn start(config: Config, install_recorder: bool) -> Result<Running, Bo
         upstreams: proxy.upstreams().to_vec(),
         listening: false.into(),
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), stop_rx.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        state.clone(),
+        config.admin_limits.clone(),
+        stop_rx.clone(),
+    ));
     let max_connections = config.listener.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let proxy_task = tokio::spawn(proxy::serve(

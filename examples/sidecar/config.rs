@@ -26,6 +26,11 @@
 //! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
 //! h2_max_concurrent_streams = 100   # streams per HTTP/2 connection (a rapid-reset flood gets GOAWAY)
 //!
+//! [admin_limits]                    # the admin listener's own limits
+//! header_read_timeout = "5s"
+//! idle_timeout = "30s"
+//! max_connections = 64
+//!
 //! [[routes]]                        # first match wins; a request that matches none is refused
 //! host = "users.internal"           # optional: Host (or HTTP/2 :authority), port ignored
 //! path_prefix = "/"                 # optional, default "/"
@@ -161,6 +166,9 @@ pub struct Config {
     /// The proxy listener and its limits.
     #[serde(default)]
     pub listener: ListenerConfig,
+    /// The admin listener's limits.
+    #[serde(default)]
+    pub admin_limits: AdminLimits,
     /// Routing rules, first match wins.
     pub routes: Vec<Route>,
     /// Named upstreams.
@@ -218,6 +226,29 @@ impl Default for ListenerConfig {
             idle_timeout: secs(60),
             max_connections: 10_000,
             h2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// Limits of the admin listener: a scraper or a probe gets what it needs, a stuck or hostile
+/// client cannot hold it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminLimits {
+    /// Time a client has to send a request head, from its first byte (default 5 s).
+    pub header_read_timeout: Dur,
+    /// A kept-alive admin connection is closed this long after its last request (default 30 s).
+    pub idle_timeout: Dur,
+    /// Most open admin connections (default 64); more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: secs(5),
+            idle_timeout: secs(30),
+            max_connections: 64,
         }
     }
 }
@@ -539,6 +570,7 @@ impl Config {
                 address: listen,
                 ..ListenerConfig::default()
             },
+            admin_limits: AdminLimits::default(),
             routes: vec![Route {
                 host: None,
                 path_prefix: default_prefix(),
@@ -584,6 +616,15 @@ impl Config {
             return Err(FieldError::new(
                 "listener.max_connections",
                 "must be between 1 and 536870911",
+            ));
+        }
+        let a = &self.admin_limits;
+        non_zero("admin_limits.header_read_timeout", a.header_read_timeout)?;
+        non_zero("admin_limits.idle_timeout", a.idle_timeout)?;
+        if a.max_connections == 0 || a.max_connections > 10_000 {
+            return Err(FieldError::new(
+                "admin_limits.max_connections",
+                "must be between 1 and 10000",
             ));
         }
         if self.routes.is_empty() {

@@ -18,7 +18,9 @@
 //! Everything here runs in the connection's own task (hyper calls the service and drops response
 //! bodies inside the connection future), so relaxed atomics suffice.
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 /// What one connection is doing, for its timers.
@@ -202,6 +204,62 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Drives one served connection `conn` to its end, enforcing its header-read and idle timers
+/// (from `activity`) and closing it gracefully (`graceful`) when `shutdown` flips. Used by the
+/// proxy and the admin listener alike.
+pub async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    header_read: Duration,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut closing = false;
+    loop {
+        let head_at = activity.head_deadline(header_read);
+        let idle_at = if closing {
+            None
+        } else {
+            activity.idle_deadline(idle, Instant::now())
+        };
+        let wake_at = match (head_at, idle_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                graceful(conn.as_mut());
+            }
+            // A head started arriving: re-arm with its deadline.
+            _ = activity.head_started() => {}
+            _ = sleep_until(wake_at) => {
+                let now = Instant::now();
+                if activity.head_deadline(header_read).is_some_and(|at| at <= now) {
+                    tracing::debug!(peer = %peer, "request head not received in time");
+                    return;
+                }
+                if !closing && activity.is_idle(idle, now) {
+                    tracing::debug!(peer = %peer, "closing idle connection");
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+            }
+        }
     }
 }
 

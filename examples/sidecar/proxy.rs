@@ -52,7 +52,7 @@ use tower::ServiceExt;
 
 use crate::client_body::{ClientBody, Failed};
 use crate::config::{Config, ListenerConfig};
-use crate::conn::{Activity, Watched, sleep_until};
+use crate::conn::{self, Activity, Watched};
 use crate::headers;
 use crate::limits::{Active, Overloaded};
 use crate::upstream::{ProxyBody, Upstream};
@@ -472,7 +472,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let activity = Activity::new();
@@ -496,45 +496,16 @@ pub async fn serve(
             let io = TokioIo::new(Watched::new(stream, activity.clone()));
             let conn = builder.serve_connection(io, svc);
             tokio::pin!(conn);
-            let mut closing = false;
-            loop {
-                let head_at = activity.head_deadline(header_read);
-                let idle_at = if closing {
-                    None
-                } else {
-                    activity.idle_deadline(idle, Instant::now())
-                };
-                let wake_at = match (head_at, idle_at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    _ = shutdown.changed(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    // A head started arriving: re-arm with its deadline.
-                    _ = activity.head_started() => {}
-                    _ = sleep_until(wake_at) => {
-                        let now = Instant::now();
-                        if activity.head_deadline(header_read).is_some_and(|at| at <= now) {
-                            tracing::debug!(peer = %peer, "request head not received in time");
-                            return;
-                        }
-                        if !closing && activity.is_idle(idle, now) {
-                            tracing::debug!(peer = %peer, "closing idle connection");
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
-            }
+            conn::drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                header_read,
+                idle,
+                shutdown,
+                peer,
+            )
+            .await;
         });
     }
 }

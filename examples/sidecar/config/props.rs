@@ -153,6 +153,12 @@ impl GenConfig {
         if let Some(seed) = self.seed {
             tables[0].lines.push(("seed".into(), seed.to_string()));
         }
+        tables.push(
+            Table::new("admin_limits", false)
+                .set("header_read_timeout", ms(self.drain / 3 + 1))
+                .set("idle_timeout", ms(self.drain + 1))
+                .set("max_connections", (self.drain % 10_000 + 1).to_string()),
+        );
         let l = &self.listener;
         tables.push(
             Table::new("listener", false)
@@ -250,6 +256,10 @@ impl GenConfig {
         assert_eq!(c.admin, addr(self.admin));
         assert_eq!(c.shutdown_drain_timeout, d(self.drain));
         assert_eq!(c.drain_delay, d(self.drain / 2));
+        let a = &c.admin_limits;
+        assert_eq!(a.header_read_timeout, d(self.drain / 3 + 1));
+        assert_eq!(a.idle_timeout, d(self.drain + 1));
+        assert_eq!(a.max_connections as u64, self.drain % 10_000 + 1);
         assert_eq!(c.access_log, self.access_log);
         assert_eq!(c.seed, self.seed);
         let (l, g) = (&c.listener, &self.listener);
@@ -456,6 +466,8 @@ enum Breakage {
     Route(&'static str, String),
     /// A listener value the checks reject.
     Listener(&'static str, String),
+    /// An admin listener value that is rejected.
+    Admin(&'static str, String),
 }
 
 fn breakage() -> impl Strategy<Value = Breakage> {
@@ -508,6 +520,10 @@ fn breakage() -> impl Strategy<Value = Breakage> {
         Just(Listener("max_body_bytes", "0".into())),
         Just(Listener("max_connections", "0".into())),
         Just(Listener("h2_max_concurrent_streams", "0".into())),
+        Just(Admin("max_connections", "0".into())),
+        (10_001usize..1_000_000).prop_map(|n| Admin("max_connections", n.to_string())),
+        Just(Admin("idle_timeout", ms(0))),
+        "[0-9]{1,4}".prop_map(|n| Admin("header_read_timeout", quoted(&n))),
         Just(Listener("idle_timeout", ms(0))),
     ]
 }
@@ -541,6 +557,10 @@ fn apply(g: &GenConfig, doc: &mut Doc, b: &Breakage, pick: prop::sample::Index) 
         Breakage::Listener(key, lit) => {
             doc.replace("listener", 0, key, lit.clone());
             doc.path("listener", 0, key)
+        }
+        Breakage::Admin(key, lit) => {
+            doc.replace("admin_limits", 0, key, lit.clone());
+            doc.path("admin_limits", 0, key)
         }
     }
 }
