@@ -439,6 +439,54 @@ async fn host_edges_duplicate_missing_connection_host_and_h2_authority() {
     assert_eq!(backend.hits(), hits);
 }
 
+/// Issue 13, header-based route matching (exact value) and a per-route `host_rewrite`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_exact_header_values_and_rewrite_host() {
+    let canary = Backend::start("canary").await;
+    let main = Backend::start("main").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        headers = {{ x-canary = "1", X-Team = "blue" }}
+        host_rewrite = "canary.svc:8080"
+        upstream = "canary"
+        [[routes]]
+        upstream = "main"
+        [upstreams.canary]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        [upstreams.main]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        canary.addr, main.addr
+    ))
+    .await;
+    let send = |headers: &'static [(&'static str, &'static str)]| {
+        let url = sidecar.url("/headers");
+        async move {
+            let mut req = Request::get(url).header("host", "app.local");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let res = client().request(req.body(empty()).unwrap()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            String::from_utf8(body_bytes(res).await.to_vec()).unwrap()
+        }
+    };
+    let seen = send(&[("x-canary", "1"), ("x-team", "blue")]).await;
+    assert!(seen.contains("host: canary.svc:8080\n"), "{seen}");
+    assert_eq!((canary.hits(), main.hits()), (1, 0));
+    for headers in [
+        &[("x-canary", "2"), ("x-team", "blue")][..],
+        &[("x-canary", "1")][..],
+        &[("x-canary", "1"), ("x-team", "Blue")][..],
+        &[][..],
+    ] {
+        let seen = send(headers).await;
+        assert!(seen.contains("host: app.local\n"), "{headers:?}: {seen}");
+    }
+    assert_eq!((canary.hits(), main.hits()), (1, 4));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_map_to_502_and_504() {
     let backend = Backend::start("a").await;

@@ -35,6 +35,8 @@
 //! host = "users.internal"           # optional: Host (or HTTP/2 :authority), port ignored
 //! path_prefix = "/"                 # optional, default "/"
 //! upstream = "users"
+//! # headers = { x-canary = "1" }    # optional: exact header values the request must carry
+//! # host_rewrite = "users.svc"      # optional: the Host sent to the upstream
 //!
 //! [upstreams.users]
 //! http_version = "http1"            # or "http2" (prior knowledge)
@@ -266,6 +268,13 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the upstream in `[upstreams]`.
     pub upstream: String,
+    /// Headers the request must carry, each with exactly this value (names case-insensitive;
+    /// default none), e.g. `headers = { x-canary = "1" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The Host sent to the upstream instead of the client's (default: the client's).
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -575,6 +584,8 @@ impl Config {
                 host: None,
                 path_prefix: default_prefix(),
                 upstream: "default".to_owned(),
+                headers: BTreeMap::new(),
+                host_rewrite: None,
             }],
             upstreams,
         };
@@ -641,6 +652,30 @@ impl Config {
                 return Err(FieldError::new(
                     format!("routes[{i}].path_prefix"),
                     "must start with `/`",
+                ));
+            }
+            for (name, value) in &r.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(FieldError::new(
+                        format!("routes[{i}].headers.{name}"),
+                        "is not a valid header name",
+                    ));
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(FieldError::new(
+                        format!("routes[{i}].headers.{name}"),
+                        "is not a valid header value",
+                    ));
+                }
+            }
+            if let Some(h) = &r.host_rewrite
+                && (h.is_empty()
+                    || http::HeaderValue::from_str(h).is_err()
+                    || h.contains(['/', ' ']))
+            {
+                return Err(FieldError::new(
+                    format!("routes[{i}].host_rewrite"),
+                    "must be a host name, with an optional port",
                 ));
             }
             if let Some(h) = &r.host
@@ -934,6 +969,17 @@ mod tests {
             ),
             (GOOD.replace("total = \"5s\"", "total = \"5\""), "total"),
             (GOOD.replace("host =", "hots ="), "hots"),
+            (
+                GOOD.replace(
+                    "host =",
+                    "headers = { \"bad name\" = \"1\" }\n        host =",
+                ),
+                "routes[0].headers.bad name: is not a valid header name",
+            ),
+            (
+                GOOD.replace("host =", "host_rewrite = \"a b\"\n        host ="),
+                "routes[0].host_rewrite",
+            ),
             (
                 GOOD.replace("kind = \"static\"", "kind = \"consul\""),
                 "consul",

@@ -7,7 +7,8 @@
 //! proxy receives) is refused with 421 unless its authority is the host of a configured route; a
 //! request whose absolute-form authority and Host header disagree is refused with 400.
 //!
-//! A path prefix matches as a string prefix of the path as sent (like Envoy's `prefix`; `/users`
+//! A route may also require exact header values (`headers`), and may send another Host to the
+//! upstream (`host_rewrite`). A path prefix matches as a string prefix of the path as sent (like Envoy's `prefix`; `/users`
 //! also matches `/usersettings`, so write `/users/` when that matters), without normalisation: use
 //! routes for routing, not for access control. Upgrades (WebSocket, the HTTP/2 `Upgrade: h2c`
 //! dance) are not proxied: `Upgrade` is hop-by-hop and removed.
@@ -61,6 +62,8 @@ use crate::upstream::{ProxyBody, Upstream};
 struct Route {
     host: Option<String>,
     path_prefix: String,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+    host_rewrite: Option<HeaderValue>,
     upstream: usize,
 }
 
@@ -103,6 +106,20 @@ impl Proxy {
             .map(|r| Route {
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix: r.path_prefix.clone(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            http::HeaderName::from_bytes(k.as_bytes()).expect("validated"),
+                            HeaderValue::from_str(v).expect("validated"),
+                        )
+                    })
+                    .collect(),
+                host_rewrite: r
+                    .host_rewrite
+                    .as_ref()
+                    .map(|h| HeaderValue::from_str(h).expect("validated")),
                 upstream: upstreams
                     .iter()
                     .position(|u| *u.name == *r.upstream)
@@ -124,14 +141,18 @@ impl Proxy {
         &self.upstreams
     }
 
-    fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    fn route(&self, host: Option<&str>, path: &str, headers: &http::HeaderMap) -> Option<&Route> {
         self.routes.iter().find(|r| {
             let host_ok = match (&r.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
                 (Some(_), None) => false,
             };
-            host_ok && path.starts_with(r.path_prefix.as_str())
+            host_ok
+                && path.starts_with(r.path_prefix.as_str())
+                && r.headers
+                    .iter()
+                    .all(|(name, want)| headers.get_all(name).iter().any(|v| v == want))
         })
     }
 
@@ -263,7 +284,7 @@ impl Proxy {
                 "this is not a forward proxy: destination not configured",
             ));
         }
-        let Some(route) = self.route(host, req.uri().path()) else {
+        let Some(route) = self.route(host, req.uri().path(), req.headers()) else {
             return Next::Local(local(
                 StatusCode::NOT_FOUND,
                 "no route for this host and path",
@@ -303,8 +324,9 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path_and_query);
         headers::remove_hop_by_hop_request(&mut parts.headers);
-        // `Connection: host` must not remove the Host the request was routed by.
-        if let Some(host) = host {
+        // `Connection: host` must not remove the Host the request was routed by; a route's
+        // `host_rewrite` replaces it.
+        if let Some(host) = route.host_rewrite.clone().or(host) {
             parts.headers.insert(header::HOST, host);
         }
         headers::add_forwarded(&mut parts.headers, client, "http");
