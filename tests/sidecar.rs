@@ -487,6 +487,58 @@ async fn routes_match_exact_header_values_and_rewrite_host() {
     assert_eq!((canary.hits(), main.hits()), (1, 4));
 }
 
+/// Issue 13, `X-Forwarded-For` trust: `x_forwarded_for = "replace"` drops what an untrusted client
+/// sent (XFF and `Forwarded`) and keeps it from a trusted peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+    let backend = Backend::start("a").await;
+    for (trusted, want_xff, want_fwd) in [
+        (
+            "[]",
+            "x-forwarded-for: 127.0.0.1",
+            "forwarded: for=127.0.0.1;proto=http",
+        ),
+        (
+            "[\"127.0.0.1\"]",
+            "x-forwarded-for: 6.6.6.6, 127.0.0.1",
+            "forwarded: for=6.6.6.6, for=127.0.0.1;proto=http",
+        ),
+    ] {
+        let sidecar = Sidecar::with_config(&format!(
+            r#"
+            [listener]
+            x_forwarded_for = "replace"
+            trusted_peers = {trusted}
+            [[routes]]
+            upstream = "a"
+            [upstreams.a]
+            discovery = {{ kind = "static", endpoints = ["{}"] }}
+            "#,
+            backend.addr
+        ))
+        .await;
+        let res = client()
+            .request(
+                Request::get(sidecar.url("/headers"))
+                    .header("x-forwarded-for", "6.6.6.6")
+                    .header("forwarded", "for=6.6.6.6")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let seen = String::from_utf8(body_bytes(res).await.to_vec()).unwrap();
+        assert!(
+            seen.lines().any(|l| l == want_xff),
+            "trusted {trusted}: {seen}"
+        );
+        assert!(
+            seen.lines().any(|l| l == want_fwd),
+            "trusted {trusted}: {seen}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_map_to_502_and_504() {
     let backend = Backend::start("a").await;

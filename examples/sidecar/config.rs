@@ -24,6 +24,8 @@
 //! header_read_timeout = "10s"       # a request head must be complete this long after its first byte
 //! idle_timeout = "60s"              # a kept-alive connection idle this long after its last request is closed
 //! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
+//! x_forwarded_for = "append"        # or "replace": a client's X-Forwarded-For/Forwarded are dropped unless it is trusted
+//! trusted_peers = []                # client IPs whose forwarding headers "replace" keeps
 //! h2_max_concurrent_streams = 100   # streams per HTTP/2 connection (a rapid-reset flood gets GOAWAY)
 //!
 //! [admin_limits]                    # the admin listener's own limits
@@ -209,6 +211,12 @@ pub struct ListenerConfig {
     /// A kept-alive connection with nothing in flight is closed this long after its last request
     /// ended (default 60 s).
     pub idle_timeout: Dur,
+    /// What happens to the `X-Forwarded-For` and `Forwarded` a client sent (default `append`):
+    /// `append` adds the client's address to them; `replace` discards them and starts afresh with
+    /// the client's address, unless the client is one of `trusted_peers`.
+    pub x_forwarded_for: XffMode,
+    /// Client addresses whose forwarding headers are kept in `replace` mode (default none).
+    pub trusted_peers: Vec<std::net::IpAddr>,
     /// Most concurrent streams per HTTP/2 client connection (default 100, the value Envoy's edge
     /// best practices give; hyper's own default is 200). A client over it is refused the stream.
     pub h2_max_concurrent_streams: u32,
@@ -228,8 +236,21 @@ impl Default for ListenerConfig {
             idle_timeout: secs(60),
             max_connections: 10_000,
             h2_max_concurrent_streams: 100,
+            x_forwarded_for: XffMode::Append,
+            trusted_peers: Vec::new(),
         }
     }
+}
+
+/// How the proxy treats the forwarding headers a client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum XffMode {
+    /// Trust them: append the client's address (default; the client is the local application).
+    #[default]
+    Append,
+    /// Trust them only from `trusted_peers`; from anyone else, replace them.
+    Replace,
 }
 
 /// Limits of the admin listener: a scraper or a probe gets what it needs, a stuck or hostile

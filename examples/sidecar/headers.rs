@@ -97,8 +97,13 @@ pub fn remove_hop_by_hop_request(headers: &mut HeaderMap) {
 }
 
 /// Adds `X-Forwarded-For` (appended to any the client sent), `Forwarded: for=…` (RFC 7239,
-/// likewise appended) and `Via`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str) {
+/// likewise appended) and `Via`. With `trust = false` the client's own `X-Forwarded-For` and
+/// `Forwarded` are discarded first (`x_forwarded_for = "replace"` for an untrusted peer).
+pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &str, trust: bool) {
+    if !trust {
+        headers.remove("x-forwarded-for");
+        headers.remove(header::FORWARDED);
+    }
     let ip = client.ip();
     let xff = match joined(headers, "x-forwarded-for") {
         Some(prev) => format!("{prev}, {ip}"),
@@ -203,17 +208,27 @@ mod tests {
     }
 
     #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
+        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), "http", false);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http");
+    }
+
+    #[test]
     fn forwarded_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
         h.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), "http");
+        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), "http", true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http");
         assert_eq!(&h[header::VIA], via());
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "http");
+        add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "http", true);
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");
     }
 }

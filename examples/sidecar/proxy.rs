@@ -73,6 +73,8 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     max_body_bytes: u64,
     max_headers: usize,
+    /// `None`: trust every client's forwarding headers; else only these peers'.
+    trusted_peers: Option<Vec<std::net::IpAddr>>,
     access_log: bool,
     refused: Refused,
 }
@@ -131,6 +133,8 @@ impl Proxy {
             upstreams,
             max_body_bytes: config.listener.max_body_bytes,
             max_headers: config.listener.max_headers,
+            trusted_peers: (config.listener.x_forwarded_for == crate::config::XffMode::Replace)
+                .then(|| config.listener.trusted_peers.clone()),
             access_log: config.access_log,
             refused: Refused::new(),
         }
@@ -329,7 +333,11 @@ impl Proxy {
         if let Some(host) = route.host_rewrite.clone().or(host) {
             parts.headers.insert(header::HOST, host);
         }
-        headers::add_forwarded(&mut parts.headers, client, "http");
+        let trust = self
+            .trusted_peers
+            .as_ref()
+            .is_none_or(|peers| peers.contains(&client.ip()));
+        headers::add_forwarded(&mut parts.headers, client, "http", trust);
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let (body, body_failed) = ClientBody::new(body);
         let body: ProxyBody = BodyExt::boxed(Limited::new(body, limit));
