@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+#[path = "sidecar/access.rs"]
+mod access;
 #[path = "sidecar/admin.rs"]
 mod admin;
 #[path = "sidecar/app.rs"]

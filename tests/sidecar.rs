@@ -1684,21 +1684,16 @@ async fn admin_listener_has_a_header_timeout_an_idle_timeout_and_a_connection_ca
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_log_writes_one_line_per_request() {
-    let backend = Backend::start("a").await;
+/// Runs a sidecar with `args` and `RUST_LOG=off`, makes the requests of `traffic` against its
+/// address, stops it, and returns its access-log lines (its whole stderr: nothing else is logged).
+async fn access_lines<F, Fut>(args: &[&str], traffic: F) -> Vec<String>
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut child = tokio::process::Command::new(sidecar_bin())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--access-log",
-            "--upstream",
-            &backend.addr.to_string(),
-        ])
-        .env("RUST_LOG", "meshwork::access=info")
-        .env("NO_COLOR", "1")
+        .args(args)
+        .env("RUST_LOG", "off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -1709,39 +1704,214 @@ async fn access_log_writes_one_line_per_request() {
     tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
         .await
         .unwrap();
-    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
-    assert_eq!(
-        get(&format!("http://{addr}/logged")).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&format!("http://{addr}/status/503")).await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    let addr = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    traffic(addr).await;
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let log = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = log
+    String::from_utf8_lossy(&out.stderr)
         .lines()
-        .filter(|l| l.contains("meshwork::access"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{log}");
-    assert!(
-        lines[0].contains("path=/logged") && lines[0].contains("status=200"),
-        "{log}"
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 13, the access log: one structured line per request (logfmt by default, JSON
+/// selectable) with request id (the client's, or generated and forwarded), method, authority,
+/// path, route, upstream, endpoint, status, tries, bytes in and out, duration and the reason of a
+/// local error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_carry_every_field() {
+    let backend = Backend::start("a").await;
+    let ep = backend.addr.to_string();
+    let lines = access_lines(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            "--upstream",
+            &ep,
+        ],
+        |addr| async move {
+            let res = client()
+                .request(
+                    Request::get(format!("http://{addr}/logged"))
+                        .header("x-request-id", "req-1")
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            body_bytes(res).await;
+            let res = client()
+                .request(
+                    Request::post(format!("http://{addr}/count"))
+                        .header("x-request-id", "req-2")
+                        .body(http_body_util::Full::new(Bytes::from_static(b"12345")).boxed())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(body_bytes(res).await, "5");
+            let (status, _) = get(&format!("http://{addr}/status/503")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            let bad = raw(
+                addr,
+                b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nx-request-id: req-4\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+            // No id from the client: one is generated, forwarded, and logged.
+            let (_, seen) = get(&format!("http://{addr}/headers")).await;
+            let seen = String::from_utf8(seen.to_vec()).unwrap();
+            let id = seen
+                .lines()
+                .find_map(|l| l.strip_prefix("x-request-id: "))
+                .unwrap_or_else(|| panic!("no x-request-id forwarded: {seen}"));
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        },
+    )
+    .await;
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let field = |line: &str, key: &str| -> String {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_owned()
+    };
+    for line in &lines {
+        for key in [
+            "ts",
+            "request_id",
+            "client",
+            "method",
+            "authority",
+            "path",
+            "route",
+            "upstream",
+            "endpoint",
+            "status",
+            "tries",
+            "bytes_in",
+            "bytes_out",
+            "duration_ms",
+            "error",
+        ] {
+            field(line, key);
+        }
+        assert!(field(line, "duration_ms").parse::<f64>().unwrap() >= 0.0);
+    }
+    let l = &lines[0];
+    assert_eq!(field(l, "request_id"), "req-1");
+    assert_eq!(field(l, "method"), "GET");
+    assert_eq!(field(l, "path"), "/logged");
+    assert!(field(l, "authority").starts_with("127.0.0.1:"), "{l}");
+    assert_eq!(field(l, "route"), "0");
+    assert_eq!(field(l, "upstream"), "default");
+    assert_eq!(field(l, "endpoint"), ep);
+    assert_eq!(
+        (field(l, "status"), field(l, "tries")),
+        ("200".into(), "1".into())
     );
-    assert!(
-        lines[1].contains("status=503") && lines[1].contains("upstream=default"),
-        "{log}"
+    assert_eq!(field(l, "bytes_out"), "12", "hello from a");
+    assert_eq!(field(l, "error"), "-");
+    let l = &lines[1];
+    assert_eq!(field(l, "request_id"), "req-2");
+    assert_eq!(field(l, "method"), "POST");
+    assert_eq!(
+        (field(l, "bytes_in"), field(l, "bytes_out")),
+        ("5".into(), "1".into())
     );
+    // A 503 is retried (GET): the upstream's answer after every try, no local error.
+    let l = &lines[2];
+    assert_eq!(
+        (field(l, "status"), field(l, "tries")),
+        ("503".into(), "3".into())
+    );
+    assert_eq!(field(l, "error"), "-");
+    let l = &lines[3];
+    assert_eq!(field(l, "request_id"), "req-4");
+    assert_eq!(field(l, "status"), "400");
+    assert!(l.contains(" error=\"more than one Host header\" "), "{l}");
+    assert_eq!(
+        (
+            field(l, "route"),
+            field(l, "upstream"),
+            field(l, "endpoint"),
+            field(l, "tries")
+        ),
+        ("-".into(), "-".into(), "-".into(), "0".into())
+    );
+    assert_eq!(field(&lines[4], "request_id").len(), 32);
+
+    // JSON, from a configuration file.
+    let path = temp_file(
+        "access.toml",
+        &format!(
+            r#"
+            access_log = true
+            access_log_format = "json"
+            [[routes]]
+            upstream = "a"
+            [upstreams.a]
+            discovery = {{ kind = "static", endpoints = ["{ep}"] }}
+            "#
+        ),
+    );
+    let lines = access_lines(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        |addr| async move {
+            let res = client()
+                .request(
+                    Request::get(format!("http://{addr}/json"))
+                        .header("x-request-id", "j\"1")
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(body_bytes(res).await, "hello from a");
+        },
+    )
+    .await;
+    let _ = std::fs::remove_file(path);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let l = &lines[0];
+    assert!(
+        l.starts_with("{\"ts\":") && l.ends_with("\"kind\":\"access\"}"),
+        "{l}"
+    );
+    for part in [
+        "\"request_id\":\"j\\\"1\"",
+        "\"method\":\"GET\"",
+        "\"path\":\"/json\"",
+        "\"route\":0",
+        "\"upstream\":\"a\"",
+        &format!("\"endpoint\":\"{ep}\""),
+        "\"status\":200",
+        "\"tries\":1",
+        "\"bytes_in\":0",
+        "\"bytes_out\":12",
+        "\"error\":null",
+    ] {
+        assert!(l.contains(part), "{part} not in {l}");
+    }
 }
 
 /// DNS discovery (system resolver): endpoints appear once resolved; a name that does not resolve

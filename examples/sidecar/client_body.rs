@@ -4,43 +4,59 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
-/// Set when the client's body failed; shared by the body and the request's error mapping.
+/// Whether the client's body failed, and how many bytes it carried; shared by the body, the
+/// request's error mapping and the access log.
 #[derive(Clone, Debug, Default)]
-pub struct Failed(Arc<AtomicBool>);
+pub struct BodyStatus(Arc<State>);
 
-impl Failed {
+#[derive(Debug, Default)]
+struct State {
+    failed: AtomicBool,
+    bytes: AtomicU64,
+}
+
+impl BodyStatus {
     /// Whether the client's body failed.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    pub fn failed(&self) -> bool {
+        self.0.failed.load(Ordering::Acquire)
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
     }
 }
 
-/// A body that records its own failure in [`Failed`]. Frames pass through unchanged.
+/// A body that records its own failure and size in [`BodyStatus`]. Frames pass through unchanged.
 pub struct ClientBody<B> {
     inner: B,
-    failed: Failed,
+    status: BodyStatus,
 }
 
 impl<B> ClientBody<B> {
-    /// Watches `inner`; the returned [`Failed`] says whether it failed.
-    pub fn new(inner: B) -> (Self, Failed) {
-        let failed = Failed::default();
+    /// Watches `inner`; the returned [`BodyStatus`] says whether it failed.
+    pub fn new(inner: B) -> (Self, BodyStatus) {
+        let status = BodyStatus::default();
         (
             Self {
                 inner,
-                failed: failed.clone(),
+                status: status.clone(),
             },
-            failed,
+            status,
         )
     }
 }
 
-impl<B: Body + Unpin> Body for ClientBody<B> {
+impl<B: Body + Unpin> Body for ClientBody<B>
+where
+    B::Data: Buf,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -49,8 +65,17 @@ impl<B: Body + Unpin> Body for ClientBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.failed.0.store(true, Ordering::Release);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => self.status.0.failed.store(true, Ordering::Release),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.status
+                        .0
+                        .bytes
+                        .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                }
+            }
+            _ => {}
         }
         polled
     }
@@ -77,14 +102,15 @@ mod tests {
             Err("client went away"),
         ];
         let (body, failed) = ClientBody::new(StreamBody::new(futures_util::stream::iter(frames)));
-        assert!(!failed.get());
+        assert!(!failed.failed());
         assert!(body.collect().await.is_err());
-        assert!(failed.get());
+        assert!(failed.failed());
+        assert_eq!(failed.bytes(), 1);
 
         let frames: Vec<Result<Frame<Bytes>, &str>> =
             vec![Ok(Frame::data(Bytes::from_static(b"x")))];
         let (body, failed) = ClientBody::new(StreamBody::new(futures_util::stream::iter(frames)));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "x");
-        assert!(!failed.get());
+        assert!(!failed.failed());
     }
 }

@@ -13,7 +13,8 @@
 //! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
 //! drain_delay = "3s"                # after SIGTERM: /ready fails at once, requests are still served this long
 //! shutdown_drain_timeout = "30s"    # then accepting stops; how long in-flight requests may finish
-//! access_log = false                # one line per request under the `meshwork::access` target
+//! access_log = false                # one structured line per request on stderr
+//! access_log_format = "logfmt"      # or "json"
 //! # seed = 42                       # seeds P2C picks and jitter, for reproducible runs
 //!
 //! [listener]
@@ -160,9 +161,12 @@ pub struct Config {
     /// Time in-flight requests get to finish once the sidecar stops accepting (default 30 s).
     #[serde(default = "default_drain")]
     pub shutdown_drain_timeout: Dur,
-    /// One `info` line per request under target `meshwork::access` (default off).
+    /// One structured line per request on stderr (default off; see `access.rs` for the fields).
     #[serde(default)]
     pub access_log: bool,
+    /// `logfmt` (default) or `json`.
+    #[serde(default)]
+    pub access_log_format: crate::access::Format,
     /// Seed of every random choice the stacks make (P2C picks, backoff jitter), for reproducible
     /// runs such as the demo (default: from the OS).
     #[serde(default)]
@@ -595,6 +599,7 @@ impl Config {
             drain_delay: default_drain_delay(),
             shutdown_drain_timeout: default_drain(),
             access_log: false,
+            access_log_format: crate::access::Format::default(),
             seed: None,
             listener: ListenerConfig {
                 address: listen,

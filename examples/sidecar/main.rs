@@ -12,8 +12,8 @@
 //!
 //! At start it prints one line on stdout, `listening on ADDR admin ADDR`, with the bound addresses
 //! (useful with port 0). Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default
-//! `info`); `--access-log` (or `access_log = true`) adds one line per request under the target
-//! `meshwork::access`. SIGTERM or SIGINT fails `/ready` at once, keeps serving for `drain_delay`,
+//! `info`); `--access-log` (or `access_log = true`) adds one structured line per request on stderr
+//! (logfmt or JSON, `access_log_format`; fields in `access.rs`). SIGTERM or SIGINT fails `/ready` at once, keeps serving for `drain_delay`,
 //! then stops accepting, lets in-flight requests finish within `shutdown_drain_timeout`, and exits 0.
 //!
 //! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`client_body`] (a
@@ -21,6 +21,7 @@
 //! [`headers`] (hop-by-hop and forwarding headers), [`upstream`] (the forwarding seam, one tower
 //! service per upstream), [`admin`] (metrics, readiness, endpoints).
 
+mod access;
 mod admin;
 mod app;
 mod client_body;
@@ -69,7 +70,7 @@ struct Cli {
     /// Validate the configuration and exit (0 when valid).
     #[arg(long)]
     check: bool,
-    /// Log one line per request (target `meshwork::access`).
+    /// Log one structured line per request on stderr (see `access_log_format`).
     #[arg(long)]
     access_log: bool,
 }

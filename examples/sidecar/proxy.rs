@@ -32,6 +32,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,7 +52,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::client_body::{ClientBody, Failed};
+use crate::access::{Entry, Format, LocalReason, Tries, new_request_id};
+use crate::client_body::{BodyStatus, ClientBody};
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{self, Activity, Watched};
 use crate::headers;
@@ -73,9 +75,10 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     max_body_bytes: u64,
     max_headers: usize,
+    /// The access log's format, when it is on.
+    access_log: Option<Format>,
     /// `None`: trust every client's forwarding headers; else only these peers'.
     trusted_peers: Option<Vec<std::net::IpAddr>>,
-    access_log: bool,
     refused: Refused,
 }
 
@@ -135,7 +138,7 @@ impl Proxy {
             max_headers: config.listener.max_headers,
             trusted_peers: (config.listener.x_forwarded_for == crate::config::XffMode::Replace)
                 .then(|| config.listener.trusted_peers.clone()),
-            access_log: config.access_log,
+            access_log: config.access_log.then_some(config.access_log_format),
             refused: Refused::new(),
         }
     }
@@ -145,8 +148,13 @@ impl Proxy {
         &self.upstreams
     }
 
-    fn route(&self, host: Option<&str>, path: &str, headers: &http::HeaderMap) -> Option<&Route> {
-        self.routes.iter().find(|r| {
+    fn route(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(_, r)| {
             let host_ok = match (&r.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
@@ -177,58 +185,68 @@ impl Proxy {
     /// upstream (and owns everything it needs).
     pub fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: SocketAddr,
     ) -> impl Future<Output = (Response<ProxyBody>, Option<Active>)> + Send + 'static {
-        let access = self.access_log.then(|| {
-            (
-                Instant::now(),
-                req.method().clone(),
-                req.uri().path().to_owned(),
-            )
-        });
-        let next = self.route_request(req, client);
+        let mut entry = self
+            .access_log
+            .map(|format| access_entry(format, &mut req, client));
+        let next = self.route_request(req, client, entry.as_ref().map(|e| &e.tries));
         if let Next::Local(res) = &next {
             self.refused.count(res.status());
         }
         async move {
-            let (res, upstream, active) = match next {
-                Next::Local(res) => (res, None, None),
-                Next::Forward(call, upstream, body_failed, active) => {
-                    let res = match call.await {
+            let (res, active) = match next {
+                Next::Local(res) => (res, None),
+                Next::Forward(f) => {
+                    let res = match f.call.await {
                         Ok(mut res) => {
                             headers::remove_hop_by_hop(res.headers_mut());
                             headers::add_via(res.headers_mut());
                             res
                         }
                         Err(e) => {
-                            tracing::debug!(upstream = %upstream, error = %e, "upstream request failed");
-                            if body_failed.get() {
+                            tracing::debug!(upstream = %f.upstream, error = %e, "upstream request failed");
+                            if f.body.failed() {
                                 local(StatusCode::BAD_REQUEST, "the request body failed")
                             } else {
                                 error_response(&e)
                             }
                         }
                     };
-                    (res, Some(upstream), Some(active))
+                    if let Some(entry) = &mut entry {
+                        entry.route = Some(f.route);
+                        entry.upstream = Some(f.upstream);
+                        entry.bytes_in = Some(f.body);
+                    }
+                    (res, Some(f.active))
                 }
             };
-            if let Some((start, method, path)) = access {
-                tracing::info!(
-                    target: "meshwork::access",
-                    client = %client,
-                    method = %method,
-                    path = %path,
-                    upstream = %upstream.as_deref().unwrap_or("-"),
-                    status = res.status().as_u16(),
-                    duration = ?start.elapsed(),
-                );
-            }
+            let Some(mut entry) = entry else {
+                return (res, active);
+            };
+            // The line is written when the response body ends (or is dropped): see `access`.
+            entry.status = res.status().as_u16();
+            entry.error = res.extensions().get::<LocalReason>().map(|r| r.0);
+            let res = res.map(|body| {
+                body.map_frame(move |frame| {
+                    if let Some(data) = frame.data_ref() {
+                        entry.sent(data.len());
+                    }
+                    frame
+                })
+                .boxed()
+            });
             (res, active)
         }
     }
 
-    fn route_request(&self, req: Request<Incoming>, client: SocketAddr) -> Next {
+    fn route_request(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        tries: Option<&Tries>,
+    ) -> Next {
         if req.method() == Method::CONNECT {
             return Next::Local(local(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -288,7 +306,7 @@ impl Proxy {
                 "this is not a forward proxy: destination not configured",
             ));
         }
-        let Some(route) = self.route(host, req.uri().path(), req.headers()) else {
+        let Some((route_index, route)) = self.route(host, req.uri().path(), req.headers()) else {
             return Next::Local(local(
                 StatusCode::NOT_FOUND,
                 "no route for this host and path",
@@ -314,6 +332,9 @@ impl Proxy {
 
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(admitted.pending);
+        if let Some(tries) = tries {
+            parts.extensions.insert(tries.clone());
+        }
         // The upstream seam sets scheme and authority; keep the Host the request was routed by:
         // the URI's authority when there is one (HTTP/2 `:authority`, which wins over a Host
         // header; an absolute-form target, checked equal above), else the Host header.
@@ -339,29 +360,80 @@ impl Proxy {
             .is_none_or(|peers| peers.contains(&client.ip()));
         headers::add_forwarded(&mut parts.headers, client, "http", trust);
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        let (body, body_failed) = ClientBody::new(body);
+        let (body, body_status) = ClientBody::new(body);
         let body: ProxyBody = BodyExt::boxed(Limited::new(body, limit));
         let req = Request::from_parts(parts, body);
-        Next::Forward(
-            Box::pin(upstream.service.clone().oneshot(req)),
-            upstream.name.clone(),
-            body_failed,
-            admitted.active,
-        )
+        Next::Forward(Forward {
+            call: Box::pin(upstream.service.clone().oneshot(req)),
+            upstream: upstream.name.clone(),
+            route: route_index,
+            body: body_status,
+            active: admitted.active,
+        })
     }
 }
 
 /// What to do with a request: answer it here, or forward it.
 enum Next {
     Local(Response<ProxyBody>),
+    Forward(Forward),
+}
+
+/// A request on its way to an upstream.
+struct Forward {
     // Boxed: naming `Oneshot<UpstreamService, _>` inside an async block trips rustc's
     // higher-ranked `Send` check on the boxed error's `dyn` lifetime.
-    Forward(
-        BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>,
-        Arc<str>,
-        Failed,
-        Active,
-    ),
+    call: BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>,
+    upstream: Arc<str>,
+    /// The index of the route that matched.
+    route: usize,
+    /// The client's request body: whether it failed, its size.
+    body: BodyStatus,
+    /// The request's slot in its upstream's limits.
+    active: Active,
+}
+
+/// The access-log entry of a request just arrived; gives it an `x-request-id` when it has none
+/// (forwarded to the upstream).
+fn access_entry(format: Format, req: &mut Request<Incoming>, client: SocketAddr) -> Entry {
+    let request_id = match req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) => id.to_owned(),
+        None => {
+            let id = new_request_id();
+            req.headers_mut().insert(
+                http::HeaderName::from_static("x-request-id"),
+                HeaderValue::from_str(&id).expect("hex"),
+            );
+            id
+        }
+    };
+    let authority = req.uri().authority().map(|a| a.to_string()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    Entry {
+        format,
+        start: Instant::now(),
+        ts: std::time::SystemTime::now(),
+        request_id,
+        client,
+        method: req.method().to_string(),
+        authority,
+        path: req.uri().path().to_owned(),
+        route: None,
+        upstream: None,
+        tries: Tries::default(),
+        bytes_in: None,
+        status: 0,
+        error: None,
+        bytes_out: AtomicU64::new(0),
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -430,6 +502,7 @@ pub fn local(status: StatusCode, why: &'static str) -> Response<ProxyBody> {
             .boxed(),
     );
     *res.status_mut() = status;
+    res.extensions_mut().insert(LocalReason(why));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

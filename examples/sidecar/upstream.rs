@@ -57,6 +57,7 @@ use pin_project_lite::pin_project;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::access::Tries;
 use crate::config::{Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
 use crate::limits::{Pending, UpstreamLimits};
 use crate::live_metrics::{EndpointMetrics, Live, Registry};
@@ -276,7 +277,12 @@ pub async fn build(
         .build(source, move |ep: &Endpoint| {
             let connection = PropagateDeadlineLayer::new()
                 .layer(FirstFrameLayer::new().layer(connect.endpoint::<TryBody>(ep.addr())));
-            Instrument::new(connection, make_registry.make(ep.addr()), classifier)
+            Instrument::new(
+                connection,
+                ep.addr(),
+                make_registry.make(ep.addr()),
+                classifier,
+            )
         })
         .map_err(|e| format!("upstreams.{name}: {e}"))?;
     let view = Arc::new(View {
@@ -453,14 +459,21 @@ impl Drop for InFlight {
 #[derive(Clone)]
 pub struct Instrument<S> {
     inner: S,
+    addr: SocketAddr,
     metrics: Arc<EndpointMetrics>,
     classify: HttpClassify,
 }
 
 impl<S> Instrument<S> {
-    fn new(inner: S, metrics: Arc<EndpointMetrics>, classify: HttpClassify) -> Self {
+    fn new(
+        inner: S,
+        addr: SocketAddr,
+        metrics: Arc<EndpointMetrics>,
+        classify: HttpClassify,
+    ) -> Self {
         Self {
             inner,
+            addr,
             metrics,
             classify,
         }
@@ -485,6 +498,9 @@ where
         // The request reached an endpoint: no longer pending (see `limits`).
         if let Some(pending) = req.extensions().get::<Pending>() {
             pending.release();
+        }
+        if let Some(tries) = req.extensions().get::<Tries>() {
+            tries.record(self.addr);
         }
         InstrumentFuture {
             inner: self.inner.call(req),
