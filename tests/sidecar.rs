@@ -1095,7 +1095,25 @@ async fn h2_rapid_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
          ({refused:?} / {ended:?}); {} reached the upstream",
         backend.hits()
     );
-    assert_eq!(reason, Some(h2::Reason::ENHANCE_YOUR_CALM));
+    // The sidecar sends GOAWAY (ENHANCE_YOUR_CALM) and closes. The client sees the GOAWAY, or,
+    // when its own flood was still unread at the sidecar's side, the close discards it and the
+    // client sees only the connection die (a broken pipe or reset): both are the sidecar ending
+    // the connection; any other h2 reason is a failure.
+    let closed_by_peer = [refused.as_ref(), ended.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e.get_io().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                )
+            })
+        });
+    assert!(
+        reason == Some(h2::Reason::ENHANCE_YOUR_CALM) || (reason.is_none() && closed_by_peer),
+        "{reason:?}"
+    );
     assert!(reset < 10_000, "the flood was never stopped");
     assert!(
         backend.hits() < 100,
@@ -1955,7 +1973,7 @@ async fn dns_discovery_and_no_endpoint_503() {
         "{json}"
     );
     assert!(
-        json.contains("{\"name\":\"nowhere\",\"endpoints\":[]}"),
+        json.contains("{\"name\":\"nowhere\",\"active\":0,\"pending\":0,\"endpoints\":[]}"),
         "{json}"
     );
     if json.matches("\"address\"").count() == 1 {

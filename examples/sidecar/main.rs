@@ -142,30 +142,36 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), meshwork::BoxError> {
+    // Handlers first: a SIGTERM right after the `listening` line must drain, not kill.
+    let signal = shutdown_signal()?;
     let running = app::start(config, true).await?;
     println!("listening on {} admin {}", running.listen, running.admin);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    wait_for_signal().await?;
+    signal.await;
     running.shutdown().await;
     tracing::info!("bye");
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first signal.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
