@@ -1740,6 +1740,60 @@ where
         .collect()
 }
 
+/// Issue 13, the stream idle timeout: with `stream_idle_timeout = "1s"`, a response that stalls
+/// after its first byte is cut about 1 s later (both sides), while a response that sends a byte
+/// every 500 ms lives for its whole 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_is_closed_after_the_stream_idle_timeout() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        stream_idle_timeout = "1s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        timeouts = {{ total = "30s" }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    for h2 in [false, true] {
+        let c = if h2 { h2_client() } else { client() };
+        let res = c
+            .request(Request::get(sidecar.url("/stall")).body(empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "x");
+        let start = std::time::Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the stalled stream is closed");
+        let took = start.elapsed();
+        eprintln!("stream idle (h2 {h2}): closed after {took:?}: {end:?}");
+        assert!(
+            matches!(end, Some(Err(_))),
+            "the stream must end in an error, not look complete: {end:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+            "{took:?}"
+        );
+
+        let start = std::time::Instant::now();
+        let res = c
+            .request(Request::get(sidecar.url("/drip/6")).body(empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(body_bytes(res).await, "dddddd");
+        assert!(start.elapsed() >= Duration::from_millis(2900));
+    }
+}
+
 /// Issue 13, the access log: one structured line per request (logfmt by default, JSON
 /// selectable) with request id (the client's, or generated and forwarded), method, authority,
 /// path, route, upstream, endpoint, status, tries, bytes in and out, duration and the reason of a

@@ -75,20 +75,35 @@ pub fn new_request_id() -> String {
 
 /// One request's line, written when dropped.
 pub struct Entry {
+    /// The line's format.
     pub format: Format,
+    /// Arrival, for `duration_ms`.
     pub start: Instant,
+    /// Arrival, for `ts`.
     pub ts: SystemTime,
+    /// `request_id`.
     pub request_id: String,
+    /// `client`.
     pub client: SocketAddr,
+    /// `method`.
     pub method: String,
+    /// `authority`.
     pub authority: Option<String>,
+    /// `path`.
     pub path: String,
+    /// `route`: the index of the matching route.
     pub route: Option<usize>,
+    /// `upstream`.
     pub upstream: Option<Arc<str>>,
+    /// `tries` and `endpoint`, recorded by the endpoints' connection layer.
     pub tries: Tries,
+    /// `bytes_in`, counted by the client's body.
     pub bytes_in: Option<crate::client_body::BodyStatus>,
+    /// `status`.
     pub status: u16,
+    /// `error`: the reason of a local answer.
     pub error: Option<&'static str>,
+    /// `bytes_out`, counted as the response body is sent.
     pub bytes_out: AtomicU64,
 }
 

@@ -9,16 +9,31 @@ use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
 /// Whether the client's body failed, and how many bytes it carried; shared by the body, the
 /// request's error mapping and the access log.
 #[derive(Clone, Debug, Default)]
 pub struct BodyStatus(Arc<State>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     failed: AtomicBool,
     bytes: AtomicU64,
+    /// 1 + milliseconds since `epoch` of the last data frame; 0 before the first.
+    last: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            failed: AtomicBool::new(false),
+            bytes: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl BodyStatus {
@@ -30,6 +45,14 @@ impl BodyStatus {
     /// Body bytes read from the client so far.
     pub fn bytes(&self) -> u64 {
         self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the client's body last carried a frame (millisecond resolution), if ever.
+    pub fn last_frame(&self) -> Option<Instant> {
+        let ms = self.0.last.load(Ordering::Relaxed).checked_sub(1)?;
+        self.0
+            .epoch
+            .checked_add(std::time::Duration::from_millis(ms))
     }
 }
 
@@ -69,10 +92,11 @@ where
             Poll::Ready(Some(Err(_))) => self.status.0.failed.store(true, Ordering::Release),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.status
-                        .0
-                        .bytes
+                    let s = &self.status.0;
+                    s.bytes
                         .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                    let ms = u64::try_from(s.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    s.last.store(ms.saturating_add(1), Ordering::Relaxed);
                 }
             }
             _ => {}

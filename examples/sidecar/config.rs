@@ -25,6 +25,7 @@
 //! header_read_timeout = "10s"       # a request head must be complete this long after its first byte
 //! idle_timeout = "60s"              # a kept-alive connection idle this long after its last request is closed
 //! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
+//! stream_idle_timeout = "5m"        # no body byte either way for this long ends the request on both sides
 //! x_forwarded_for = "append"        # or "replace": a client's X-Forwarded-For/Forwarded are dropped unless it is trusted
 //! trusted_peers = []                # client IPs whose forwarding headers "replace" keeps
 //! h2_max_concurrent_streams = 100   # streams per HTTP/2 connection (a rapid-reset flood gets GOAWAY)
@@ -215,6 +216,9 @@ pub struct ListenerConfig {
     /// A kept-alive connection with nothing in flight is closed this long after its last request
     /// ended (default 60 s).
     pub idle_timeout: Dur,
+    /// A request whose bodies carry no byte in either direction for this long is ended on both
+    /// sides (default 5 minutes, Envoy's `stream_idle_timeout`). Starts with the response body.
+    pub stream_idle_timeout: Dur,
     /// What happens to the `X-Forwarded-For` and `Forwarded` a client sent (default `append`):
     /// `append` adds the client's address to them; `replace` discards them and starts afresh with
     /// the client's address, unless the client is one of `trusted_peers`.
@@ -240,6 +244,7 @@ impl Default for ListenerConfig {
             idle_timeout: secs(60),
             max_connections: 10_000,
             h2_max_concurrent_streams: 100,
+            stream_idle_timeout: secs(300),
             x_forwarded_for: XffMode::Append,
             trusted_peers: Vec::new(),
         }
@@ -643,6 +648,7 @@ impl Config {
         }
         non_zero("listener.header_read_timeout", l.header_read_timeout)?;
         non_zero("listener.idle_timeout", l.idle_timeout)?;
+        non_zero("listener.stream_idle_timeout", l.stream_idle_timeout)?;
         if l.h2_max_concurrent_streams == 0 {
             return Err(FieldError::new(
                 "listener.h2_max_concurrent_streams",

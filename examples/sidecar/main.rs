@@ -31,6 +31,7 @@ mod headers;
 mod limits;
 mod live_metrics;
 mod proxy;
+mod stream_idle;
 mod upstream;
 
 use std::io::IsTerminal;

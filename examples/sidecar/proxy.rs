@@ -58,6 +58,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::conn::{self, Activity, Watched};
 use crate::headers;
 use crate::limits::{Active, Overloaded};
+use crate::stream_idle::IdleBody;
 use crate::upstream::{ProxyBody, Upstream};
 
 /// A compiled route.
@@ -75,6 +76,8 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
     max_body_bytes: u64,
     max_headers: usize,
+    /// `listener.stream_idle_timeout`.
+    stream_idle: Duration,
     /// The access log's format, when it is on.
     access_log: Option<Format>,
     /// `None`: trust every client's forwarding headers; else only these peers'.
@@ -136,6 +139,7 @@ impl Proxy {
             upstreams,
             max_body_bytes: config.listener.max_body_bytes,
             max_headers: config.listener.max_headers,
+            stream_idle: config.listener.stream_idle_timeout.0,
             trusted_peers: (config.listener.x_forwarded_for == crate::config::XffMode::Replace)
                 .then(|| config.listener.trusted_peers.clone()),
             access_log: config.access_log.then_some(config.access_log_format),
@@ -195,9 +199,10 @@ impl Proxy {
         if let Next::Local(res) = &next {
             self.refused.count(res.status());
         }
+        let idle = self.stream_idle;
         async move {
-            let (res, active) = match next {
-                Next::Local(res) => (res, None),
+            let (res, active, request_body) = match next {
+                Next::Local(res) => (res, None, None),
                 Next::Forward(f) => {
                     let res = match f.call.await {
                         Ok(mut res) => {
@@ -217,11 +222,12 @@ impl Proxy {
                     if let Some(entry) = &mut entry {
                         entry.route = Some(f.route);
                         entry.upstream = Some(f.upstream);
-                        entry.bytes_in = Some(f.body);
+                        entry.bytes_in = Some(f.body.clone());
                     }
-                    (res, Some(f.active))
+                    (res, Some(f.active), Some(f.body))
                 }
             };
+            let res = res.map(|body| IdleBody::new(body, idle, request_body).boxed());
             let Some(mut entry) = entry else {
                 return (res, active);
             };

@@ -183,6 +183,8 @@ impl Sidecar {
 /// A loopback backend (HTTP/1.1 and h2c) that counts the requests it answers.
 ///
 /// - `/echo`: streams the request body back (its trailers too, declared as the request did);
+/// - `/stall`: one byte, then nothing, never ending;
+/// - `/drip/N`: N one-byte chunks, 500 ms apart;
 /// - `…/trailers`: `with trailers`, then the trailer `x-checksum: abc123` (declared in `Trailer`);
 /// - `/count`: reads the whole request body, answers its length;
 /// - `/headers`: the request's headers, one `name: value` line each, sorted;
@@ -278,6 +280,25 @@ async fn backend_handle(
             res.headers_mut().insert(http::header::TRAILER, declared);
         }
         res
+    } else if path == "/stall" {
+        // One chunk, then silence (the response never ends).
+        let first = futures_util::stream::iter([Ok::<_, hyper::Error>(Frame::data(
+            Bytes::from_static(b"x"),
+        ))]);
+        let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        Response::new(StreamBody::new(stream).boxed())
+    } else if let Some(n) = path.strip_prefix("/drip/") {
+        // N chunks, 500 ms apart.
+        let n: u32 = n.parse().unwrap();
+        let stream = futures_util::stream::unfold(0, move |i| async move {
+            (i < n).then_some(())?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"d"))),
+                i + 1,
+            ))
+        });
+        Response::new(StreamBody::new(stream).boxed())
     } else if path.ends_with("/trailers") {
         let mut trailers = http::HeaderMap::new();
         trailers.insert("x-checksum", "abc123".parse().unwrap());
