@@ -114,7 +114,11 @@ mod tests {
         let frames =
             futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"x")))])
                 .chain(futures_util::stream::pending());
-        let mut body = IdleBody::new(StreamBody::new(frames), Duration::from_secs(5), None);
+        let mut body = std::pin::pin!(IdleBody::new(
+            StreamBody::new(frames),
+            Duration::from_secs(5),
+            None
+        ));
         let start = Instant::now();
         assert!(body.frame().await.unwrap().is_ok());
         let err = body.frame().await.unwrap().unwrap_err();
