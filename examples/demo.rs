@@ -28,6 +28,8 @@ mod limits;
 mod live_metrics;
 #[path = "sidecar/proxy.rs"]
 mod proxy;
+#[path = "sidecar/request_metrics.rs"]
+mod request_metrics;
 #[path = "sidecar/stream_idle.rs"]
 mod stream_idle;
 #[path = "sidecar/upstream.rs"]

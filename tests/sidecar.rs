@@ -1277,6 +1277,76 @@ async fn trailers_pass_through_h1_h1_h2_h2_and_h2_h1() {
     }
 }
 
+/// Issue 13, request metrics: requests by upstream, route and status class, and the sidecar's
+/// own answers by status and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_upstream_route_and_class_and_local_errors_by_reason() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/b/"
+        upstream = "b"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        [upstreams.b]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        a.addr, b.addr
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&sidecar.url("/x")).await.0, StatusCode::OK);
+    }
+    assert_eq!(get(&sidecar.url("/b/x")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&sidecar.url("/status/404")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&sidecar.url("/status/503")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for _ in 0..2 {
+        let bad = raw(
+            sidecar.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    }
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&text));
+    let requests = |upstream: &str, route: &str, class: &str| {
+        metric(
+            &parsed,
+            "meshwork_sidecar_requests_total",
+            &[("upstream", upstream), ("route", route), ("class", class)],
+        )
+    };
+    assert_eq!(requests("a", "1", "2xx"), Some(3.0));
+    assert_eq!(requests("a", "1", "4xx"), Some(1.0));
+    assert_eq!(
+        requests("a", "1", "5xx"),
+        Some(1.0),
+        "one request, whatever its tries"
+    );
+    assert_eq!(requests("b", "0", "2xx"), Some(1.0));
+    assert_eq!(requests("b", "0", "5xx"), Some(0.0));
+    assert_eq!(requests("-", "-", "4xx"), Some(2.0));
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_local_errors_total",
+            &[("status", "400"), ("reason", "more than one Host header")],
+        ),
+        Some(2.0)
+    );
+}
+
 /// The client stack at work through the sidecar: an endpoint that answers 503 to everything.
 /// With peak EWMA (the default), its failures make it expensive, so P2C stops picking it and the
 /// retry layer sends the failed tries to the healthy endpoint: every request succeeds. With

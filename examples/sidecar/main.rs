@@ -31,6 +31,7 @@ mod headers;
 mod limits;
 mod live_metrics;
 mod proxy;
+mod request_metrics;
 mod stream_idle;
 mod upstream;
 

@@ -58,6 +58,7 @@ use crate::config::{Config, ListenerConfig};
 use crate::conn::{self, Activity, Watched};
 use crate::headers;
 use crate::limits::{Active, Overloaded};
+use crate::request_metrics::RequestMetrics;
 use crate::stream_idle::IdleBody;
 use crate::upstream::{ProxyBody, Upstream};
 
@@ -83,6 +84,7 @@ pub struct Proxy {
     /// `None`: trust every client's forwarding headers; else only these peers'.
     trusted_peers: Option<Vec<std::net::IpAddr>>,
     refused: Refused,
+    requests: Arc<RequestMetrics>,
 }
 
 /// Counters of requests the proxy answered itself, by status; handles made once.
@@ -108,7 +110,7 @@ impl Refused {
 impl Proxy {
     /// Compiles the routes against the built upstreams.
     pub fn new(config: &Config, upstreams: Vec<Upstream>) -> Self {
-        let routes = config
+        let routes: Vec<Route> = config
             .routes
             .iter()
             .map(|r| Route {
@@ -134,6 +136,9 @@ impl Proxy {
                     .expect("validated: every route names an upstream"),
             })
             .collect();
+        let requests = Arc::new(RequestMetrics::new(
+            routes.iter().map(|r: &Route| &upstreams[r.upstream].name),
+        ));
         Self {
             routes,
             upstreams,
@@ -144,6 +149,7 @@ impl Proxy {
                 .then(|| config.listener.trusted_peers.clone()),
             access_log: config.access_log.then_some(config.access_log_format),
             refused: Refused::new(),
+            requests,
         }
     }
 
@@ -200,9 +206,10 @@ impl Proxy {
             self.refused.count(res.status());
         }
         let idle = self.stream_idle;
+        let requests = self.requests.clone();
         async move {
-            let (res, active, request_body) = match next {
-                Next::Local(res) => (res, None, None),
+            let (res, active, request_body, route) = match next {
+                Next::Local(res) => (res, None, None, None),
                 Next::Forward(f) => {
                     let res = match f.call.await {
                         Ok(mut res) => {
@@ -224,16 +231,18 @@ impl Proxy {
                         entry.upstream = Some(f.upstream);
                         entry.bytes_in = Some(f.body.clone());
                     }
-                    (res, Some(f.active), Some(f.body))
+                    (res, Some(f.active), Some(f.body), Some(f.route))
                 }
             };
+            let local = res.extensions().get::<LocalReason>().map(|r| r.0);
+            requests.count(route, res.status().as_u16(), local);
             let res = res.map(|body| IdleBody::new(body, idle, request_body).boxed());
             let Some(mut entry) = entry else {
                 return (res, active);
             };
             // The line is written when the response body ends (or is dropped): see `access`.
             entry.status = res.status().as_u16();
-            entry.error = res.extensions().get::<LocalReason>().map(|r| r.0);
+            entry.error = local;
             let res = res.map(|body| {
                 body.map_frame(move |frame| {
                     if let Some(data) = frame.data_ref() {
