@@ -1277,6 +1277,51 @@ async fn trailers_pass_through_h1_h1_h2_h2_and_h2_h1() {
     }
 }
 
+/// Issue 13, per-route timeouts: an upstream with `timeouts = { total = "none", per_try = "none" }`
+/// serves a streaming route whose answer takes longer than another upstream's total (which gets
+/// 504), and a route's own shorter `timeout` cuts its requests sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_routes_have_no_total_timeout_and_routes_can_shorten_theirs() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/stream/"
+        upstream = "stream"
+        [[routes]]
+        path_prefix = "/short/"
+        timeout = "300ms"
+        upstream = "stream"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ total = "1s" }}
+        [upstreams.stream]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ total = "none", per_try = "none" }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let (bounded, streaming, short) = tokio::join!(
+        timed_get(sidecar.url("/slow/2500")),
+        timed_get(sidecar.url("/stream/slow/2500")),
+        timed_get(sidecar.url("/short/slow/2500")),
+    );
+    eprintln!(
+        "timeouts: total 1s {} in {:?}; none {} in {:?}; route 300ms {} in {:?}",
+        bounded.0, bounded.3, streaming.0, streaming.3, short.0, short.3
+    );
+    assert_eq!(bounded.0, StatusCode::GATEWAY_TIMEOUT);
+    assert!(bounded.3 < Duration::from_millis(2000), "{:?}", bounded.3);
+    assert_eq!(streaming.0, StatusCode::OK);
+    assert_eq!(streaming.2, "slow done");
+    assert!(streaming.3 >= Duration::from_millis(2500));
+    assert_eq!(short.0, StatusCode::GATEWAY_TIMEOUT);
+    assert!(short.3 < Duration::from_millis(900), "{:?}", short.3);
+}
+
 /// Issue 13, request metrics: requests by upstream, route and status class, and the sidecar's
 /// own answers by status and reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

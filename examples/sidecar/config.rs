@@ -41,6 +41,7 @@
 //! upstream = "users"
 //! # headers = { x-canary = "1" }    # optional: exact header values the request must carry
 //! # host_rewrite = "users.svc"      # optional: the Host sent to the upstream
+//! # timeout = "2s"                  # optional: a shorter total timeout for this route
 //!
 //! [upstreams.users]
 //! http_version = "http1"            # or "http2" (prior knowledge)
@@ -50,7 +51,7 @@
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
 //! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "services/users" } (feature etcd;
 //! #   optional: request_timeout = "5s", connect_timeout = "1s", keep_alive = "10s")
-//! timeouts = { per_try = "2s", total = "15s" }
+//! timeouts = { per_try = "2s", total = "15s" }   # "none" turns either off (streaming upstreams)
 //! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
 //! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
 //! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "250ms", replay_limit_bytes = 65536 }
@@ -298,6 +299,11 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the upstream in `[upstreams]`.
     pub upstream: String,
+    /// A total timeout for this route's requests, shorter than its upstream's (default: the
+    /// upstream's `timeouts.total`). Applied as the caller's budget: a shorter one the caller
+    /// sends still wins.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
     /// Headers the request must carry, each with exactly this value (names case-insensitive;
     /// default none), e.g. `headers = { x-canary = "1" }`.
     #[serde(default)]
@@ -440,22 +446,57 @@ fn default_refresh() -> Dur {
     secs(30)
 }
 
+/// A timeout that may be turned off: a duration, or `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Bounded by this duration.
+    Of(Dur),
+    /// No bound (`"none"`): for streaming upstreams (SSE, long-poll, gRPC streams).
+    None,
+}
+
+impl Bound {
+    /// The duration, if bounded.
+    pub fn get(self) -> Option<Duration> {
+        match self {
+            Self::Of(d) => Some(d.0),
+            Self::None => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "none" {
+            return Ok(Self::None);
+        }
+        Dur::parse(&s)
+            .map(Self::Of)
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"none\"")))
+    }
+}
+
 /// Timeouts of an upstream.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// One try's bound (default: a third of `total`, so that a try and two retries fit).
-    pub per_try: Option<Dur>,
+    /// One try's bound, until the response head and first body frame (default: a third of
+    /// `total`, so that a try and two retries fit; none when `total` is `"none"`). `"none"`: no
+    /// bound.
+    pub per_try: Option<Bound>,
     /// The whole request's bound, all tries included (default 15 s, Envoy's route timeout). A
-    /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header wins.
-    pub total: Dur,
+    /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header, or a
+    /// route's `timeout`, wins. `"none"`: no bound, for streaming upstreams (give `per_try =
+    /// "none"` too when the first event may take longer than a try's bound).
+    pub total: Bound,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
             per_try: None,
-            total: secs(15),
+            total: Bound::Of(secs(15)),
         }
     }
 }
@@ -617,6 +658,7 @@ impl Config {
                 upstream: "default".to_owned(),
                 headers: BTreeMap::new(),
                 host_rewrite: None,
+                timeout: None,
             }],
             upstreams,
         };
@@ -699,6 +741,9 @@ impl Config {
                         "is not a valid header value",
                     ));
                 }
+            }
+            if let Some(t) = r.timeout {
+                non_zero(&format!("routes[{i}].timeout"), t)?;
             }
             if let Some(h) = &r.host_rewrite
                 && (h.is_empty()
@@ -894,10 +939,12 @@ impl UpstreamConfig {
             }
         }
         let t = &self.timeouts;
-        non_zero(&format!("{p}.timeouts.total"), t.total)?;
-        if let Some(per_try) = t.per_try {
+        if let Bound::Of(total) = t.total {
+            non_zero(&format!("{p}.timeouts.total"), total)?;
+        }
+        if let Some(Bound::Of(per_try)) = t.per_try {
             non_zero(&format!("{p}.timeouts.per_try"), per_try)?;
-            if per_try.0 > t.total.0 {
+            if t.total.get().is_some_and(|total| per_try.0 > total) {
                 return Err(FieldError::new(
                     format!("{p}.timeouts.per_try"),
                     "must not exceed timeouts.total",
@@ -978,7 +1025,7 @@ mod tests {
         assert_eq!(c.admin, default_admin());
         assert_eq!(c.routes[0].path_prefix, "/");
         let u = &c.upstreams["users"];
-        assert_eq!(u.timeouts.per_try, Some(secs(1)));
+        assert_eq!(u.timeouts.per_try, Some(Bound::Of(secs(1))));
         assert_eq!(u.retry.budget_percent, 10.0);
         assert_eq!(u.retry.max_retries, 2);
         assert_eq!(u.http_version, HttpVersion::Http1);
@@ -1134,7 +1181,7 @@ mod tests {
         );
 
         let stack = ClientBuilder::new();
-        assert_eq!(stack.get_total_timeout(), Some(Timeouts::default().total.0));
+        assert_eq!(stack.get_total_timeout(), Timeouts::default().total.get());
         assert_eq!(
             stack.get_balance().get_max_wait(),
             Balancer::default().max_wait.0

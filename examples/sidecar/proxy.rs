@@ -68,6 +68,8 @@ struct Route {
     path_prefix: String,
     headers: Vec<(http::HeaderName, HeaderValue)>,
     host_rewrite: Option<HeaderValue>,
+    /// The route's total timeout, as a caller's budget.
+    timeout: Option<Duration>,
     upstream: usize,
 }
 
@@ -126,6 +128,7 @@ impl Proxy {
                         )
                     })
                     .collect(),
+                timeout: r.timeout.map(|t| t.0),
                 host_rewrite: r
                     .host_rewrite
                     .as_ref()
@@ -211,7 +214,14 @@ impl Proxy {
             let (res, active, request_body, route) = match next {
                 Next::Local(res) => (res, None, None, None),
                 Next::Forward(f) => {
-                    let res = match f.call.await {
+                    let outcome = match f.timeout {
+                        // The route's own bound, also where the upstream has none.
+                        Some(t) => tokio::time::timeout(t, f.call)
+                            .await
+                            .unwrap_or_else(|_| Err(Box::new(DeadlineExceeded::new()))),
+                        None => f.call.await,
+                    };
+                    let res = match outcome {
                         Ok(mut res) => {
                             headers::remove_hop_by_hop(res.headers_mut());
                             headers::add_via(res.headers_mut());
@@ -374,6 +384,9 @@ impl Proxy {
             .as_ref()
             .is_none_or(|peers| peers.contains(&client.ip()));
         headers::add_forwarded(&mut parts.headers, client, "http", trust);
+        if let Some(timeout) = route.timeout {
+            set_budget(&mut parts.headers, timeout);
+        }
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let (body, body_status) = ClientBody::new(body);
         let body: ProxyBody = BodyExt::boxed(Limited::new(body, limit));
@@ -382,9 +395,27 @@ impl Proxy {
             call: Box::pin(upstream.service.clone().oneshot(req)),
             upstream: upstream.name.clone(),
             route: route_index,
+            timeout: route.timeout,
             body: body_status,
             active: admitted.active,
         })
+    }
+}
+
+/// Lowers the caller's `meshwork-timeout-ms` budget to `timeout`, so that the upstream's deadline
+/// layer (when it has a total) and the endpoint see the route's bound; a shorter budget the caller
+/// sent stays. The proxy enforces the route's bound itself as well.
+fn set_budget(headers: &mut http::HeaderMap, timeout: Duration) {
+    const BUDGET: &str = "meshwork-timeout-ms";
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let theirs = headers
+        .get(BUDGET)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if theirs.is_none_or(|t| t > ms) {
+        headers.insert(http::HeaderName::from_static(BUDGET), HeaderValue::from(ms));
     }
 }
 
@@ -402,6 +433,8 @@ struct Forward {
     upstream: Arc<str>,
     /// The index of the route that matched.
     route: usize,
+    /// The route's total timeout.
+    timeout: Option<Duration>,
     /// The client's request body: whether it failed, its size.
     body: BodyStatus,
     /// The request's slot in its upstream's limits.

@@ -58,7 +58,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::access::Tries;
-use crate::config::{Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
+use crate::config::{Bound, Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
 use crate::limits::{Pending, UpstreamLimits};
 use crate::live_metrics::{EndpointMetrics, Live, Registry};
 
@@ -151,17 +151,22 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     let t = &config.timeouts;
     // No per-endpoint labels on the library's series (they would outlive removed endpoints): the
     // admin listener renders each current endpoint's breaker state itself (`live_metrics`).
-    let mut stack = ClientBuilder::new()
-        .total_timeout(t.total.0)
-        .map_err(field(
+    let mut stack = match t.total.get() {
+        Some(total) => ClientBuilder::new().total_timeout(total).map_err(field(
             format!("{p}.timeouts"),
             &[("total_timeout", "total")],
-        ))?;
-    if let Some(per_try) = t.per_try {
-        stack = stack.per_try_timeout(per_try.0).map_err(field(
-            format!("{p}.timeouts"),
-            &[("per_try_timeout", "per_try")],
-        ))?;
+        ))?,
+        None => ClientBuilder::new().no_total_timeout(),
+    };
+    match t.per_try.map(Bound::get) {
+        Some(Some(per_try)) => {
+            stack = stack.per_try_timeout(per_try).map_err(field(
+                format!("{p}.timeouts"),
+                &[("per_try_timeout", "per_try")],
+            ))?;
+        }
+        Some(None) => stack = stack.no_per_try_timeout(),
+        None => {}
     }
 
     let b = &config.balancer;

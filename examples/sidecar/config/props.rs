@@ -294,8 +294,8 @@ impl GenConfig {
             };
             assert_eq!(u.http_version, version);
             assert_eq!(u.count_429_as_failure, g.count_429);
-            assert_eq!(u.timeouts.total, d(g.total));
-            assert_eq!(u.timeouts.per_try, g.per_try.map(d));
+            assert_eq!(u.timeouts.total, Bound::Of(d(g.total)));
+            assert_eq!(u.timeouts.per_try, g.per_try.map(|p| Bound::Of(d(p))));
             let load = if g.least_in_flight {
                 LoadMetric::LeastInFlight
             } else {
