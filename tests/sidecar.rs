@@ -1322,6 +1322,69 @@ async fn streaming_routes_have_no_total_timeout_and_routes_can_shorten_theirs() 
     assert!(short.3 < Duration::from_millis(900), "{:?}", short.3);
 }
 
+/// Issue 13, WebSocket: an HTTP/1.1 upgrade is routed to the upstream, its 101 passed back with
+/// `Upgrade`, and the upgraded connection tunnelled both ways (an echo round trip); it is counted
+/// like any request. Another upgrade is not proxied (the request is forwarded without `Upgrade`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_echo_round_trip() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("upgrade: websocket"), "{head:?}");
+    for message in [
+        &b"\x81\x05hello"[..],
+        &[0x82, 3, 1, 2, 3][..],
+        &[7u8; 3000][..],
+    ] {
+        s.write_all(message).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("echoed")
+            .unwrap();
+        assert_eq!(back, message);
+    }
+    drop(s);
+
+    // Another upgrade: forwarded as a plain request.
+    let res = raw(
+        sidecar.addr,
+        b"GET /headers HTTP/1.1\r\nHost: a\r\nConnection: upgrade, close\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert!(!res.contains("upgrade: h2c"), "{res:?}");
+
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&text));
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_requests_total",
+            &[("upstream", "a"), ("route", "0"), ("class", "1xx")],
+        ),
+        Some(1.0)
+    );
+}
+
 /// Issue 13, request metrics: requests by upstream, route and status class, and the sidecar's
 /// own answers by status and reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,10 @@
 //! A route may also require exact header values (`headers`), and may send another Host to the
 //! upstream (`host_rewrite`). A path prefix matches as a string prefix of the path as sent (like Envoy's `prefix`; `/users`
 //! also matches `/usersettings`, so write `/users/` when that matters), without normalisation: use
-//! routes for routing, not for access control. Upgrades (WebSocket, the HTTP/2 `Upgrade: h2c`
-//! dance) are not proxied: `Upgrade` is hop-by-hop and removed.
+//! routes for routing, not for access control. WebSocket (HTTP/1.1 `GET` with `Upgrade:
+//! websocket`) is proxied end to end: routed, balanced and counted like any request, then, once
+//! the upstream answers 101, both upgraded connections are tunnelled. Other upgrades (the HTTP/2
+//! `Upgrade: h2c` dance) are not proxied: `Upgrade` is hop-by-hop and removed.
 //!
 //! Local answers, each with a one-line text body:
 //!
@@ -223,8 +225,22 @@ impl Proxy {
                     };
                     let res = match outcome {
                         Ok(mut res) => {
+                            let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+                            let upgrade = res.headers().get(header::UPGRADE).cloned();
                             headers::remove_hop_by_hop(res.headers_mut());
                             headers::add_via(res.headers_mut());
+                            if let (Some(client), true, Some(upgrade)) =
+                                (f.upgrade, switching, upgrade)
+                            {
+                                // A WebSocket accepted by the upstream: tunnel both upgraded
+                                // connections once the 101 has reached the client.
+                                res.headers_mut().insert(header::UPGRADE, upgrade);
+                                res.headers_mut().insert(
+                                    header::CONNECTION,
+                                    HeaderValue::from_static("upgrade"),
+                                );
+                                tokio::spawn(tunnel(client, hyper::upgrade::on(&mut res)));
+                            }
                             res
                         }
                         Err(e) => {
@@ -355,6 +371,9 @@ impl Proxy {
             Err(over) => return Next::Local(overloaded(over)),
         };
 
+        let mut req = req;
+        let ws = websocket(&req);
+        let upgrade = ws.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(admitted.pending);
         if let Some(tries) = tries {
@@ -374,6 +393,13 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(path_and_query);
         headers::remove_hop_by_hop_request(&mut parts.headers);
+        if let Some(ws) = ws {
+            // The one upgrade proxied: WebSocket, end to end (other upgrades are dropped).
+            parts.headers.insert(header::UPGRADE, ws);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         // `Connection: host` must not remove the Host the request was routed by; a route's
         // `host_rewrite` replaces it.
         if let Some(host) = route.host_rewrite.clone().or(host) {
@@ -398,6 +424,7 @@ impl Proxy {
             timeout: route.timeout,
             body: body_status,
             active: admitted.active,
+            upgrade,
         })
     }
 }
@@ -439,6 +466,43 @@ struct Forward {
     body: BodyStatus,
     /// The request's slot in its upstream's limits.
     active: Active,
+    /// The client's side of a WebSocket upgrade.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Copies both ways between the client's and the upstream's upgraded connections until either
+/// side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "websocket tunnel ended with an error");
+    }
+}
+
+/// Whether `req` asks for a WebSocket (HTTP/1.1 `GET` with `Connection: upgrade` and `Upgrade:
+/// websocket`); its `Upgrade` value when it does.
+fn websocket(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    (req.version() == Version::HTTP_11
+        && req.method() == Method::GET
+        && has(header::CONNECTION, "upgrade")
+        && has(header::UPGRADE, "websocket"))
+    .then(|| req.headers().get(header::UPGRADE).cloned())
+    .flatten()
 }
 
 /// The access-log entry of a request just arrived; gives it an `x-request-id` when it has none
@@ -645,7 +709,7 @@ pub async fn serve(
                 }
             });
             let io = TokioIo::new(Watched::new(stream, activity.clone()));
-            let conn = builder.serve_connection(io, svc);
+            let conn = builder.serve_connection_with_upgrades(io, svc);
             tokio::pin!(conn);
             conn::drive(
                 conn,

@@ -182,6 +182,7 @@ impl Sidecar {
 
 /// A loopback backend (HTTP/1.1 and h2c) that counts the requests it answers.
 ///
+/// - `/ws`: answers 101 to an upgrade and echoes the upgraded connection's bytes;
 /// - `/echo`: streams the request body back (its trailers too, declared as the request did);
 /// - `/stall`: one byte, then nothing, never ending;
 /// - `/drip/N`: N one-byte chunks, 500 ms apart;
@@ -253,7 +254,7 @@ impl Backend {
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
             }
@@ -268,11 +269,31 @@ impl Backend {
 
 async fn backend_handle(
     name: &'static str,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let full = |s: String| Full::new(Bytes::from(s)).map_err(|n| match n {}).boxed();
-    let res = if path == "/echo" {
+    let res = if path == "/ws" {
+        // A WebSocket-style upgrade (no handshake checks): echoes every byte once upgraded.
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .body(full(String::new()))
+            .unwrap()
+    } else if path == "/echo" {
         // Request trailers come back as response trailers: declare them as the request did.
         let declared = req.headers().get(http::header::TRAILER).cloned();
         let mut res = Response::new(req.into_body().boxed());
