@@ -8,18 +8,30 @@
 
 #![allow(dead_code)]
 
+#[path = "sidecar/access.rs"]
+mod access;
 #[path = "sidecar/admin.rs"]
 mod admin;
 #[path = "sidecar/app.rs"]
 mod app;
+#[path = "sidecar/client_body.rs"]
+mod client_body;
 #[path = "sidecar/config.rs"]
 mod config;
+#[path = "sidecar/conn.rs"]
+mod conn;
 #[path = "sidecar/headers.rs"]
 mod headers;
+#[path = "sidecar/limits.rs"]
+mod limits;
 #[path = "sidecar/live_metrics.rs"]
 mod live_metrics;
 #[path = "sidecar/proxy.rs"]
 mod proxy;
+#[path = "sidecar/request_metrics.rs"]
+mod request_metrics;
+#[path = "sidecar/stream_idle.rs"]
+mod stream_idle;
 #[path = "sidecar/upstream.rs"]
 mod upstream;
 

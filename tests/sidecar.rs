@@ -150,7 +150,12 @@ async fn hop_by_hop_removed_and_forwarding_headers_added() {
         )
         .await
         .unwrap();
-    assert_eq!(res.headers()["via"], "1.1 meshwork");
+    assert!(
+        res.headers()["via"]
+            .to_str()
+            .unwrap()
+            .starts_with("1.1 meshwork-")
+    );
     let seen = body_bytes(res).await;
     let seen = String::from_utf8_lossy(&seen);
     for gone in ["x-secret", "keep-alive", "proxy-authorization", "gzip"] {
@@ -166,7 +171,7 @@ async fn hop_by_hop_removed_and_forwarding_headers_added() {
         seen.contains("forwarded: for=127.0.0.1;proto=http"),
         "{seen}"
     );
-    assert!(seen.contains("via: 1.1 meshwork"), "{seen}");
+    assert!(seen.contains("via: 1.1 meshwork-"), "{seen}");
     assert!(seen.contains(&format!("host: {}", sidecar.addr)), "{seen}");
     // And on the way back.
     let (status, _) = get(&sidecar.url("/hop")).await;
@@ -183,7 +188,12 @@ async fn hop_by_hop_removed_and_forwarding_headers_added() {
         );
     }
     assert_eq!(res.headers()["x-public"], "yes");
-    assert_eq!(res.headers()["via"], "1.1 meshwork");
+    assert!(
+        res.headers()["via"]
+            .to_str()
+            .unwrap()
+            .starts_with("1.1 meshwork-")
+    );
 
     // The deadline travels on: the upstream is told how much of the 15 s default total is left.
     let left: u64 = seen
@@ -279,7 +289,7 @@ async fn unconfigured_destinations_are_refused_never_forwarded() {
             b"GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
             "404",
         ),
-        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "404"),
+        (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "400"),
         (
             b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
             "421",
@@ -334,6 +344,199 @@ async fn unconfigured_destinations_are_refused_never_forwarded() {
     .await;
     assert!(abs.starts_with("HTTP/1.1 200"), "{abs:?}");
     assert_eq!(backend.hits(), 3, "a refused request reached the backend");
+}
+
+/// Issue 13, Host handling: two Host headers and an HTTP/1.1 request without Host get 400 (RFC
+/// 9112 §3.2) and reach no upstream; HTTP/1.0 may omit Host; `Connection: host` cannot remove the
+/// Host the request was routed by; in HTTP/2 the forwarded Host is `:authority`, and a Host
+/// header naming another host is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_edges_duplicate_missing_connection_host_and_h2_authority() {
+    let backend = Backend::start("app").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "app"
+        [upstreams.app]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let addr = sidecar.addr;
+    let cases: [(&[u8], &str, &str); 4] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: app.local\r\nHost: app.local\r\nConnection: close\r\n\r\n",
+            "400",
+            "more than one Host header",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: app.local\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            "400",
+            "more than one Host header",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "400",
+            "an HTTP/1.1 request needs a Host header",
+        ),
+        (b"GET / HTTP/1.0\r\n\r\n", "200", "hello from app"),
+    ];
+    for (req, status, text) in cases {
+        let res = raw(addr, req).await;
+        assert!(
+            res.get(9..12) == Some(status) && res.contains(text),
+            "{}: {res:?}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(backend.hits(), 1, "a refused request reached the backend");
+
+    let res = raw(
+        addr,
+        b"GET /headers HTTP/1.1\r\nHost: app.local\r\nConnection: close, host\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert!(res.contains("host: app.local\n"), "{res:?}");
+
+    // HTTP/2: the forwarded Host is :authority; a Host header for another host is refused.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let res = h2
+        .send_request(
+            Request::get("http://app.local/headers")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = body_bytes(res).await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("host: app.local\n"), "{body}");
+    let hits = backend.hits();
+    let res = h2
+        .send_request(
+            Request::get("http://app.local/headers")
+                .header("host", "evil.example")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body_bytes(res).await,
+        ":authority and Host header disagree\n"
+    );
+    assert_eq!(backend.hits(), hits);
+}
+
+/// Issue 13, header-based route matching (exact value) and a per-route `host_rewrite`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_exact_header_values_and_rewrite_host() {
+    let canary = Backend::start("canary").await;
+    let main = Backend::start("main").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        headers = {{ x-canary = "1", X-Team = "blue" }}
+        host_rewrite = "canary.svc:8080"
+        upstream = "canary"
+        [[routes]]
+        upstream = "main"
+        [upstreams.canary]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        [upstreams.main]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        canary.addr, main.addr
+    ))
+    .await;
+    let send = |headers: &'static [(&'static str, &'static str)]| {
+        let url = sidecar.url("/headers");
+        async move {
+            let mut req = Request::get(url).header("host", "app.local");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let res = client().request(req.body(empty()).unwrap()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            String::from_utf8(body_bytes(res).await.to_vec()).unwrap()
+        }
+    };
+    let seen = send(&[("x-canary", "1"), ("x-team", "blue")]).await;
+    assert!(seen.contains("host: canary.svc:8080\n"), "{seen}");
+    assert_eq!((canary.hits(), main.hits()), (1, 0));
+    for headers in [
+        &[("x-canary", "2"), ("x-team", "blue")][..],
+        &[("x-canary", "1")][..],
+        &[("x-canary", "1"), ("x-team", "Blue")][..],
+        &[][..],
+    ] {
+        let seen = send(headers).await;
+        assert!(seen.contains("host: app.local\n"), "{headers:?}: {seen}");
+    }
+    assert_eq!((canary.hits(), main.hits()), (1, 4));
+}
+
+/// Issue 13, `X-Forwarded-For` trust: `x_forwarded_for = "replace"` drops what an untrusted client
+/// sent (XFF and `Forwarded`) and keeps it from a trusted peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+    let backend = Backend::start("a").await;
+    for (trusted, want_xff, want_fwd) in [
+        (
+            "[]",
+            "x-forwarded-for: 127.0.0.1",
+            "forwarded: for=127.0.0.1;proto=http",
+        ),
+        (
+            "[\"127.0.0.1\"]",
+            "x-forwarded-for: 6.6.6.6, 127.0.0.1",
+            "forwarded: for=6.6.6.6, for=127.0.0.1;proto=http",
+        ),
+    ] {
+        let sidecar = Sidecar::with_config(&format!(
+            r#"
+            [listener]
+            x_forwarded_for = "replace"
+            trusted_peers = {trusted}
+            [[routes]]
+            upstream = "a"
+            [upstreams.a]
+            discovery = {{ kind = "static", endpoints = ["{}"] }}
+            "#,
+            backend.addr
+        ))
+        .await;
+        let res = client()
+            .request(
+                Request::get(sidecar.url("/headers"))
+                    .header("x-forwarded-for", "6.6.6.6")
+                    .header("forwarded", "for=6.6.6.6")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let seen = String::from_utf8(body_bytes(res).await.to_vec()).unwrap();
+        assert!(
+            seen.lines().any(|l| l == want_xff),
+            "trusted {trusted}: {seen}"
+        );
+        assert!(
+            seen.lines().any(|l| l == want_fwd),
+            "trusted {trusted}: {seen}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,6 +597,56 @@ async fn upstream_failures_map_to_502_and_504() {
 
     let (status, _) = get(&sidecar.url("/slow/10")).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A request body that fails on the client's side (a malformed chunked encoding, a connection
+/// half-closed mid-body) is the caller's doing: 400 with the sidecar's own reason, never 502, and
+/// never the endpoint's failure (issue 12 item 6, the status half).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_12_06_a_failed_request_body_is_the_callers_400_not_502() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        breaker = {{ consecutive_failures = 2 }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    for i in 0..5 {
+        let bad = raw(
+            sidecar.addr,
+            b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n\r\n",
+        )
+        .await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{i}: {bad:?}");
+        assert!(bad.contains("the request body failed"), "{i}: {bad:?}");
+
+        // The client stops sending mid-body: answered 400 if at all (hyper may close at once).
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the sidecar closes the connection");
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty()
+                || (out.starts_with("HTTP/1.1 400") && out.contains("the request body failed")),
+            "{i}: {out:?}"
+        );
+    }
+    let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+    let json = String::from_utf8_lossy(&json);
+    assert!(json.contains("\"breaker\":\"closed\""), "{json}");
+    let (status, body) = get(&sidecar.url("/hello")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello from a"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,6 +877,12 @@ async fn admin_metrics_match_the_traffic_and_endpoints_are_listed() {
         Some(0.0),
         "{text}"
     );
+    // One name is one family: no `# TYPE` line twice (a strict Prometheus parser rejects that).
+    let mut types: Vec<_> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let all = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), all, "a family is declared twice:\n{text}");
     // Every family on /metrics has its help text (issue 22): the library's, described by
     // `meshwork::telemetry`, and the sidecar's own.
     for name in text
@@ -682,6 +941,537 @@ fn endpoint_json(json: &str, addr: std::net::SocketAddr) -> &str {
         .unwrap_or_else(|| panic!("{addr} not in {json}"));
     let end = start + json[start..].find('}').expect("the object ends");
     &json[start..=end]
+}
+
+/// GETs `url` and returns the status, the `x-meshwork-overloaded` header, the body and the time
+/// it took.
+async fn timed_get(url: String) -> (StatusCode, Option<String>, Bytes, Duration) {
+    let start = std::time::Instant::now();
+    let res = client()
+        .request(Request::get(url).body(empty()).unwrap())
+        .await
+        .expect("request");
+    let status = res.status();
+    let over = res
+        .headers()
+        .get("x-meshwork-overloaded")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = body_bytes(res).await;
+    (status, over, body, start.elapsed())
+}
+
+/// Issue 13, per-upstream limits: past `limits.max_requests` (two slow requests in flight) and
+/// past `limits.max_pending` (two requests waiting for an endpoint of an upstream that has none),
+/// a request is answered at once with 503 and `x-meshwork-overloaded: true`, never reaches a
+/// backend, and is counted in `meshwork_sidecar_overloaded_total`; the slots free when the
+/// responses end.
+#[cfg(feature = "dns")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_limits_answer_503_overloaded_at_once() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/none/"
+        upstream = "none"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        limits = {{ max_requests = 2 }}
+        [upstreams.none]
+        discovery = {{ kind = "dns", name = "nothing.invalid", port = 80 }}
+        balancer = {{ max_wait = "3s" }}
+        limits = {{ max_pending = 2 }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(timed_get(sidecar.url("/slow/1500"))))
+        .collect();
+    while backend.hits() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, over, body, took) = timed_get(sidecar.url("/hello")).await;
+    eprintln!("over max_requests: {status} in {took:?}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(over.as_deref(), Some("true"));
+    assert_eq!(body, "upstream overloaded: limits.max_requests reached\n");
+    assert!(took < Duration::from_millis(500), "not at once: {took:?}");
+    assert_eq!(backend.hits(), 2, "the refused request reached the backend");
+    for s in slow {
+        let (status, over, ..) = s.await.unwrap();
+        assert_eq!((status, over), (StatusCode::OK, None));
+    }
+    let (status, ..) = timed_get(sidecar.url("/hello")).await;
+    assert_eq!(status, StatusCode::OK, "the slots are free again");
+
+    let waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(timed_get(sidecar.url("/none/x"))))
+        .collect();
+    loop {
+        let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+        if String::from_utf8_lossy(&json).contains("\"name\":\"none\",\"active\":2,\"pending\":2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, over, body, took) = timed_get(sidecar.url("/none/x")).await;
+    eprintln!("over max_pending: {status} in {took:?}");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(over.as_deref(), Some("true"));
+    assert_eq!(body, "upstream overloaded: limits.max_pending reached\n");
+    assert!(took < Duration::from_millis(500), "not at once: {took:?}");
+    for w in waiting {
+        // They waited `max_wait` for an endpoint: a plain 503, not an overload.
+        let (status, over, _, took) = w.await.unwrap();
+        assert_eq!((status, over), (StatusCode::SERVICE_UNAVAILABLE, None));
+        assert!(took >= Duration::from_millis(2500), "{took:?}");
+    }
+
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&text));
+    let over = |upstream: &str, limit: &str| {
+        metric(
+            &parsed,
+            "meshwork_sidecar_overloaded_total",
+            &[("upstream", upstream), ("limit", limit)],
+        )
+    };
+    assert_eq!(over("a", "max_requests"), Some(1.0));
+    assert_eq!(over("none", "max_pending"), Some(1.0));
+    assert_eq!(over("a", "max_pending"), Some(0.0));
+    let (_, json) = get(&sidecar.admin_url("/endpoints")).await;
+    let json = String::from_utf8_lossy(&json);
+    assert!(
+        json.contains("\"name\":\"none\",\"active\":0,\"pending\":0"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"name\":\"a\",\"active\":0,\"pending\":0"),
+        "{json}"
+    );
+}
+
+/// Issue 13, HTTP/2 server limits: a rapid-reset flood (CVE-2023-44487: HEADERS then RST_STREAM
+/// at once, 10,000 times, from a raw `h2` client) is met with GOAWAY (ENHANCE_YOUR_CALM), fewer
+/// than 1 % of the streams reach the upstream, and the sidecar keeps serving. The stream cap is
+/// the configured `h2_max_concurrent_streams`; `max_headers` bounds HTTP/2 requests too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_flood_gets_goaway_and_never_reaches_the_upstream() {
+    let backend = Backend::start("a").await;
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        h2_max_concurrent_streams = 50
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    let tcp = TcpStream::connect(sidecar.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut reset = 0usize;
+    let mut refused = None;
+    for _ in 0..10_000 {
+        let req = Request::get("http://a/slow/200").body(()).unwrap();
+        match client.send_request(req, false) {
+            Ok((_response, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                reset += 1;
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        };
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the sidecar ends the flooding connection")
+        .unwrap();
+    let reason = refused
+        .as_ref()
+        .and_then(h2::Error::reason)
+        .or_else(|| ended.as_ref().err().and_then(h2::Error::reason));
+    eprintln!(
+        "rapid reset: {reset} streams sent and reset before the connection ended \
+         ({refused:?} / {ended:?}); {} reached the upstream",
+        backend.hits()
+    );
+    // The sidecar sends GOAWAY (ENHANCE_YOUR_CALM) and closes. The client sees the GOAWAY, or,
+    // when its own flood was still unread at the sidecar's side, the close discards it and the
+    // client sees only the connection die (a broken pipe or reset): both are the sidecar ending
+    // the connection; any other h2 reason is a failure.
+    let closed_by_peer = [refused.as_ref(), ended.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e.get_io().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                )
+            })
+        });
+    assert!(
+        reason == Some(h2::Reason::ENHANCE_YOUR_CALM) || (reason.is_none() && closed_by_peer),
+        "{reason:?}"
+    );
+    assert!(reset < 10_000, "the flood was never stopped");
+    assert!(
+        backend.hits() < 100,
+        "{} of 10,000 reached the upstream",
+        backend.hits()
+    );
+
+    // Still serving, on a new connection, which is told the configured stream cap.
+    assert!(sidecar.alive());
+    let tcp = TcpStream::connect(sidecar.addr).await.unwrap();
+    let (client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut client = client.ready().await.unwrap();
+    let req = Request::get("http://a/hello").body(()).unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = tokio::select! {
+        r = &mut conn => panic!("connection ended: {r:?}"),
+        r = response => r.unwrap(),
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        conn.max_concurrent_send_streams(),
+        50,
+        "the configured stream cap"
+    );
+
+    // The header-field bound (`max_headers`, 100) holds for HTTP/2 too: 431.
+    let mut req = Request::get("http://a/hello");
+    for i in 0..120 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let hits = backend.hits();
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let response = tokio::select! {
+        r = &mut conn => panic!("connection ended: {r:?}"),
+        r = response => r.unwrap(),
+    };
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert_eq!(backend.hits(), hits);
+}
+
+/// Issue 13, loop detection: a sidecar whose upstream is itself sees its own `Via` token on the
+/// second hop and answers 508 there, so the caller gets 508 at once (before, the request looped
+/// until its growing headers hit the 64 KiB limit and the caller got 431 half a second later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_via_loop_gets_508_at_the_first_repeat() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let path = temp_file(
+        "loop.toml",
+        &format!(
+            r#"
+            [listener]
+            address = "127.0.0.1:{port}"
+            [[routes]]
+            upstream = "me"
+            [upstreams.me]
+            discovery = {{ kind = "static", endpoints = ["127.0.0.1:{port}"] }}
+            retry = {{ enabled = false }}
+            "#
+        ),
+    );
+    let mut sidecar =
+        Sidecar::spawn(&["--config", path.to_str().unwrap(), "--admin", "127.0.0.1:0"]).await;
+    let _ = std::fs::remove_file(path);
+    let start = std::time::Instant::now();
+    let res = client()
+        .request(Request::get(sidecar.url("/x")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    let status = res.status();
+    let via = res.headers()["via"].to_str().unwrap().to_owned();
+    let body = body_bytes(res).await;
+    eprintln!("loop: {status} in {took:?}, via {via:?}");
+    assert_eq!(status, StatusCode::LOOP_DETECTED);
+    assert_eq!(
+        body,
+        "loop detected: this request has already passed this sidecar\n"
+    );
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // Two hops, each adding its entry once to the response on its way back (and the 508 its own).
+    assert!(via.matches("meshwork-").count() <= 3, "{via}");
+    assert!(sidecar.alive());
+}
+
+/// The trailer section of a raw chunked HTTP/1 response: the lines after the last chunk.
+fn raw_trailers(res: &str) -> String {
+    let (_, after) = res.rsplit_once("\r\n0\r\n").expect("a chunked body");
+    after.trim_end().to_owned()
+}
+
+/// Issue 13, trailers pass through in both directions and between versions (`Trailer` was dropped
+/// as hop-by-hop, so hyper's HTTP/1 encoder dropped every trailer): response trailers HTTP/1 →
+/// HTTP/1, HTTP/2 → HTTP/2 (an h2 upstream), HTTP/2 client ← HTTP/1 upstream; request trailers
+/// HTTP/1 → HTTP/1 (echoed back). Each arrives byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_pass_through_h1_h1_h2_h2_and_h2_h1() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/h2/"
+        upstream = "h2"
+        [[routes]]
+        upstream = "h1"
+        [upstreams.h1]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        [upstreams.h2]
+        http_version = "http2"
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+
+    // HTTP/1 → HTTP/1, response trailers.
+    let res = raw(
+        sidecar.addr,
+        b"GET /trailers HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert_eq!(raw_trailers(&res), "x-checksum: abc123", "{res:?}");
+
+    // HTTP/1 → HTTP/1, request trailers, echoed back as response trailers.
+    let res = raw(
+        sidecar.addr,
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nTrailer: x-sum\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert!(res.contains("hello"), "{res:?}");
+    assert_eq!(raw_trailers(&res), "x-sum: 42", "{res:?}");
+
+    // HTTP/2 clients: from an h2 upstream and from an HTTP/1 upstream.
+    for path in ["/h2/trailers", "/trailers"] {
+        let res = h2_client()
+            .request(
+                Request::get(sidecar.url(path))
+                    .header("te", "trailers")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let collected = res.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        assert_eq!(collected.to_bytes(), "with trailers", "{path}");
+        let trailers = trailers.unwrap_or_else(|| panic!("{path}: no trailers"));
+        assert_eq!(trailers["x-checksum"], "abc123", "{path}");
+        assert_eq!(trailers.len(), 1, "{path}: {trailers:?}");
+    }
+}
+
+/// Issue 13, per-route timeouts: an upstream with `timeouts = { total = "none", per_try = "none" }`
+/// serves a streaming route whose answer takes longer than another upstream's total (which gets
+/// 504), and a route's own shorter `timeout` cuts its requests sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_routes_have_no_total_timeout_and_routes_can_shorten_theirs() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/stream/"
+        upstream = "stream"
+        [[routes]]
+        path_prefix = "/short/"
+        timeout = "300ms"
+        upstream = "stream"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ total = "1s" }}
+        [upstreams.stream]
+        discovery = {{ kind = "static", endpoints = ["{0}"] }}
+        timeouts = {{ total = "none", per_try = "none" }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let (bounded, streaming, short) = tokio::join!(
+        timed_get(sidecar.url("/slow/2500")),
+        timed_get(sidecar.url("/stream/slow/2500")),
+        timed_get(sidecar.url("/short/slow/2500")),
+    );
+    eprintln!(
+        "timeouts: total 1s {} in {:?}; none {} in {:?}; route 300ms {} in {:?}",
+        bounded.0, bounded.3, streaming.0, streaming.3, short.0, short.3
+    );
+    assert_eq!(bounded.0, StatusCode::GATEWAY_TIMEOUT);
+    assert!(bounded.3 < Duration::from_millis(2000), "{:?}", bounded.3);
+    assert_eq!(streaming.0, StatusCode::OK);
+    assert_eq!(streaming.2, "slow done");
+    assert!(streaming.3 >= Duration::from_millis(2500));
+    assert_eq!(short.0, StatusCode::GATEWAY_TIMEOUT);
+    assert!(short.3 < Duration::from_millis(900), "{:?}", short.3);
+}
+
+/// Issue 13, WebSocket: an HTTP/1.1 upgrade is routed to the upstream, its 101 passed back with
+/// `Upgrade`, and the upgraded connection tunnelled both ways (an echo round trip); it is counted
+/// like any request. Another upgrade is not proxied (the request is forwarded without `Upgrade`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_echo_round_trip() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("upgrade: websocket"), "{head:?}");
+    for message in [
+        &b"\x81\x05hello"[..],
+        &[0x82, 3, 1, 2, 3][..],
+        &[7u8; 3000][..],
+    ] {
+        s.write_all(message).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("echoed")
+            .unwrap();
+        assert_eq!(back, message);
+    }
+    drop(s);
+
+    // Another upgrade: forwarded as a plain request.
+    let res = raw(
+        sidecar.addr,
+        b"GET /headers HTTP/1.1\r\nHost: a\r\nConnection: upgrade, close\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await;
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    assert!(!res.contains("upgrade: h2c"), "{res:?}");
+
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&text));
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_route_requests_total",
+            &[("upstream", "a"), ("route", "0"), ("class", "1xx")],
+        ),
+        Some(1.0)
+    );
+}
+
+/// Issue 13, request metrics: requests by upstream, route and status class, and the sidecar's
+/// own answers by status and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_upstream_route_and_class_and_local_errors_by_reason() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [[routes]]
+        path_prefix = "/b/"
+        upstream = "b"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        [upstreams.b]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        a.addr, b.addr
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&sidecar.url("/x")).await.0, StatusCode::OK);
+    }
+    assert_eq!(get(&sidecar.url("/b/x")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&sidecar.url("/status/404")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&sidecar.url("/status/503")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    for _ in 0..2 {
+        let bad = raw(
+            sidecar.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    }
+    let (_, text) = get(&sidecar.admin_url("/metrics")).await;
+    let parsed = parse_prometheus(&String::from_utf8_lossy(&text));
+    let requests = |upstream: &str, route: &str, class: &str| {
+        metric(
+            &parsed,
+            "meshwork_sidecar_route_requests_total",
+            &[("upstream", upstream), ("route", route), ("class", class)],
+        )
+    };
+    assert_eq!(requests("a", "1", "2xx"), Some(3.0));
+    assert_eq!(requests("a", "1", "4xx"), Some(1.0));
+    assert_eq!(
+        requests("a", "1", "5xx"),
+        Some(1.0),
+        "one request, whatever its tries"
+    );
+    assert_eq!(requests("b", "0", "2xx"), Some(1.0));
+    assert_eq!(requests("b", "0", "5xx"), Some(0.0));
+    assert_eq!(requests("-", "-", "4xx"), Some(2.0));
+    assert_eq!(
+        metric(
+            &parsed,
+            "meshwork_sidecar_local_errors_total",
+            &[("status", "400"), ("reason", "more than one Host header")],
+        ),
+        Some(2.0)
+    );
 }
 
 /// The client stack at work through the sidecar: an endpoint that answers 503 to everything.
@@ -802,7 +1592,18 @@ async fn failing_endpoint_is_avoided_then_broken_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_refuses_new_and_exits_zero() {
     let backend = Backend::start("a").await;
-    let mut sidecar = Sidecar::simple(&[backend.addr]).await;
+    // No drain delay: accepting stops at once.
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        drain_delay = "0s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
     let url = sidecar.url("/slow/3000");
     let slow = tokio::spawn(async move { get(&url).await });
     // Wait until the slow request reached the backend.
@@ -838,6 +1639,64 @@ async fn sigterm_drains_in_flight_refuses_new_and_exits_zero() {
         .await
         .expect("exits after draining")
         .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+/// Issue 13, drain on SIGTERM: `/ready` fails at once; for `drain_delay` (2 s here) new
+/// connections and requests are still served (the application's own calls during its shutdown);
+/// then the listener closes and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_ready_at_once_and_serves_during_drain_delay() {
+    let backend = Backend::start("a").await;
+    let mut sidecar = Sidecar::with_config(&format!(
+        r#"
+        drain_delay = "2s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    assert_eq!(get(&sidecar.admin_url("/ready")).await.0, StatusCode::OK);
+    sidecar.signal("TERM");
+    let start = std::time::Instant::now();
+    let not_ready = loop {
+        let (status, _) = get(&sidecar.admin_url("/ready")).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "/ready still 200");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // New connections (a fresh client each time) during the delay are served.
+    let mut served = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        let (status, body) = get(&sidecar.url("/hello")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello from a"[..]));
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while TcpStream::connect(sidecar.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start.elapsed()
+    })
+    .await
+    .expect("the listener closes after drain_delay");
+    let exit = tokio::time::timeout(Duration::from_secs(10), sidecar.child.wait())
+        .await
+        .expect("exits after draining")
+        .unwrap();
+    eprintln!(
+        "drain: /ready 503 after {not_ready:?}; {served} requests served during the delay; \
+         listener closed after {closed:?}"
+    );
+    assert!(not_ready < Duration::from_millis(500), "{not_ready:?}");
+    assert!(served >= 10, "{served}");
+    assert!(closed >= Duration::from_millis(1900), "{closed:?}");
     assert_eq!(exit.code(), Some(0));
 }
 
@@ -891,21 +1750,165 @@ async fn idle_connections_are_closed_and_connections_are_capped() {
     assert_eq!(backend.hits(), 2);
 }
 
+/// Reads one response head and its `content-length` body from `s` (enough for these tests).
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if out.len() >= end + 4 + len {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+/// How long until the peer closes `s` (reading and discarding anything it sends).
+async fn time_to_close(s: &mut TcpStream, patience: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(patience, s.read_to_end(&mut rest))
+        .await
+        .expect("the sidecar closes the connection")
+        .unwrap();
+    start.elapsed()
+}
+
+/// Issue 13: the keep-alive idle timeout is `idle_timeout`, not the header-read timer. With
+/// `header_read_timeout = "1s"` and `idle_timeout = "4s"`: a connection idle for 2 s between
+/// requests is still served, and is closed about 4 s after its last response; a connection that
+/// sends nothing is closed after about 1 s; a head that starts after an idle spell and stalls is
+/// cut off about 1 s after its first byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_log_writes_one_line_per_request() {
+async fn keep_alive_survives_the_header_timeout_and_closes_at_idle_timeout() {
     let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        header_read_timeout = "1s"
+        idle_timeout = "4s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    let kept = async {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        s.write_all(request).await.unwrap();
+        let res = read_response(&mut s).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "idle 2 s, then: {res:?}");
+        time_to_close(&mut s, Duration::from_secs(20)).await
+    };
+    let silent = async {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        time_to_close(&mut s, Duration::from_secs(20)).await
+    };
+    let stalled = async {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        time_to_close(&mut s, Duration::from_secs(20)).await
+    };
+    let (kept, silent, stalled) = tokio::join!(kept, silent, stalled);
+    eprintln!(
+        "kept-alive closed {kept:?} after its last response; silent {silent:?}; stalled head {stalled:?}"
+    );
+    assert!(
+        kept >= Duration::from_millis(3800) && kept < Duration::from_millis(6000),
+        "{kept:?}"
+    );
+    assert!(
+        silent >= Duration::from_millis(900) && silent < Duration::from_millis(2500),
+        "{silent:?}"
+    );
+    assert!(
+        stalled >= Duration::from_millis(900) && stalled < Duration::from_millis(2500),
+        "{stalled:?}"
+    );
+    assert_eq!(backend.hits(), 3);
+}
+
+/// Issue 13, the admin listener's limits (`admin_limits`): a silent connection is cut after the
+/// header timeout, a kept-alive one closed after the idle timeout, and beyond `max_connections`
+/// a connection waits until a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_has_a_header_timeout_an_idle_timeout_and_a_connection_cap() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        admin_limits = {{ header_read_timeout = "500ms", idle_timeout = "1500ms", max_connections = 2 }}
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    let live = b"GET /live HTTP/1.1\r\nHost: admin\r\n\r\n";
+
+    let mut silent = TcpStream::connect(sidecar.admin).await.unwrap();
+    let silent_closed = time_to_close(&mut silent, Duration::from_secs(10)).await;
+
+    let mut kept = TcpStream::connect(sidecar.admin).await.unwrap();
+    kept.write_all(live).await.unwrap();
+    assert!(read_response(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let mut second = TcpStream::connect(sidecar.admin).await.unwrap();
+    second.write_all(live).await.unwrap();
+    assert!(read_response(&mut second).await.starts_with("HTTP/1.1 200"));
+    // Both slots are held by kept-alive connections: a third waits.
+    let mut third = TcpStream::connect(sidecar.admin).await.unwrap();
+    third.write_all(live).await.unwrap();
+    let mut buf = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond admin_limits.max_connections");
+    let kept_closed = time_to_close(&mut kept, Duration::from_secs(10)).await;
+    let res = tokio::time::timeout(Duration::from_secs(5), read_response(&mut third))
+        .await
+        .expect("served once a slot frees");
+    assert!(res.starts_with("HTTP/1.1 200"), "{res:?}");
+    eprintln!(
+        "admin: silent closed after {silent_closed:?}; kept-alive closed {kept_closed:?} after the third connected"
+    );
+    assert!(
+        silent_closed >= Duration::from_millis(400) && silent_closed < Duration::from_secs(2),
+        "{silent_closed:?}"
+    );
+    // Idle 1.5 s from its response; 0.3 s of it had passed before the wait started.
+    assert!(
+        kept_closed >= Duration::from_millis(900) && kept_closed < Duration::from_secs(3),
+        "{kept_closed:?}"
+    );
+}
+
+/// Runs a sidecar with `args` and `RUST_LOG=off`, makes the requests of `traffic` against its
+/// address, stops it, and returns its access-log lines (its whole stderr: nothing else is logged).
+async fn access_lines<F, Fut>(args: &[&str], traffic: F) -> Vec<String>
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut child = tokio::process::Command::new(sidecar_bin())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--access-log",
-            "--upstream",
-            &backend.addr.to_string(),
-        ])
-        .env("RUST_LOG", "meshwork::access=info")
-        .env("NO_COLOR", "1")
+        .args(args)
+        .env("RUST_LOG", "off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -916,39 +1919,268 @@ async fn access_log_writes_one_line_per_request() {
     tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
         .await
         .unwrap();
-    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
-    assert_eq!(
-        get(&format!("http://{addr}/logged")).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get(&format!("http://{addr}/status/503")).await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    let addr = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    traffic(addr).await;
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let log = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = log
+    String::from_utf8_lossy(&out.stderr)
         .lines()
-        .filter(|l| l.contains("meshwork::access"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{log}");
-    assert!(
-        lines[0].contains("path=/logged") && lines[0].contains("status=200"),
-        "{log}"
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 13, the stream idle timeout: with `stream_idle_timeout = "1s"`, a response that stalls
+/// after its first byte is cut about 1 s later (both sides), while a response that sends a byte
+/// every 500 ms lives for its whole 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_is_closed_after_the_stream_idle_timeout() {
+    let backend = Backend::start("a").await;
+    let sidecar = Sidecar::with_config(&format!(
+        r#"
+        [listener]
+        stream_idle_timeout = "1s"
+        [[routes]]
+        upstream = "a"
+        [upstreams.a]
+        discovery = {{ kind = "static", endpoints = ["{}"] }}
+        timeouts = {{ total = "30s" }}
+        "#,
+        backend.addr
+    ))
+    .await;
+    for h2 in [false, true] {
+        let c = if h2 { h2_client() } else { client() };
+        let res = c
+            .request(Request::get(sidecar.url("/stall")).body(empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "x");
+        let start = std::time::Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the stalled stream is closed");
+        let took = start.elapsed();
+        eprintln!("stream idle (h2 {h2}): closed after {took:?}: {end:?}");
+        assert!(
+            matches!(end, Some(Err(_))),
+            "the stream must end in an error, not look complete: {end:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+            "{took:?}"
+        );
+
+        let start = std::time::Instant::now();
+        let res = c
+            .request(Request::get(sidecar.url("/drip/6")).body(empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(body_bytes(res).await, "dddddd");
+        assert!(start.elapsed() >= Duration::from_millis(2900));
+    }
+}
+
+/// Issue 13, the access log: one structured line per request (logfmt by default, JSON
+/// selectable) with request id (the client's, or generated and forwarded), method, authority,
+/// path, route, upstream, endpoint, status, tries, bytes in and out, duration and the reason of a
+/// local error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_carry_every_field() {
+    let backend = Backend::start("a").await;
+    let ep = backend.addr.to_string();
+    let lines = access_lines(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            "--upstream",
+            &ep,
+        ],
+        |addr| async move {
+            let res = client()
+                .request(
+                    Request::get(format!("http://{addr}/logged"))
+                        .header("x-request-id", "req-1")
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            body_bytes(res).await;
+            let res = client()
+                .request(
+                    Request::post(format!("http://{addr}/count"))
+                        .header("x-request-id", "req-2")
+                        .body(http_body_util::Full::new(Bytes::from_static(b"12345")).boxed())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(body_bytes(res).await, "5");
+            let (status, _) = get(&format!("http://{addr}/status/503")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            let bad = raw(
+                addr,
+                b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nx-request-id: req-4\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+            // No id from the client: one is generated, forwarded, and logged.
+            let (_, seen) = get(&format!("http://{addr}/headers")).await;
+            let seen = String::from_utf8(seen.to_vec()).unwrap();
+            let id = seen
+                .lines()
+                .find_map(|l| l.strip_prefix("x-request-id: "))
+                .unwrap_or_else(|| panic!("no x-request-id forwarded: {seen}"));
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        },
+    )
+    .await;
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let field = |line: &str, key: &str| -> String {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_owned()
+    };
+    for line in &lines {
+        for key in [
+            "ts",
+            "request_id",
+            "client",
+            "method",
+            "authority",
+            "path",
+            "route",
+            "upstream",
+            "endpoint",
+            "status",
+            "tries",
+            "bytes_in",
+            "bytes_out",
+            "duration_ms",
+            "error",
+        ] {
+            field(line, key);
+        }
+        assert!(field(line, "duration_ms").parse::<f64>().unwrap() >= 0.0);
+    }
+    let l = &lines[0];
+    assert_eq!(field(l, "request_id"), "req-1");
+    assert_eq!(field(l, "method"), "GET");
+    assert_eq!(field(l, "path"), "/logged");
+    assert!(field(l, "authority").starts_with("127.0.0.1:"), "{l}");
+    assert_eq!(field(l, "route"), "0");
+    assert_eq!(field(l, "upstream"), "default");
+    assert_eq!(field(l, "endpoint"), ep);
+    assert_eq!(
+        (field(l, "status"), field(l, "tries")),
+        ("200".into(), "1".into())
     );
-    assert!(
-        lines[1].contains("status=503") && lines[1].contains("upstream=default"),
-        "{log}"
+    assert_eq!(field(l, "bytes_out"), "12", "hello from a");
+    assert_eq!(field(l, "error"), "-");
+    let l = &lines[1];
+    assert_eq!(field(l, "request_id"), "req-2");
+    assert_eq!(field(l, "method"), "POST");
+    assert_eq!(
+        (field(l, "bytes_in"), field(l, "bytes_out")),
+        ("5".into(), "1".into())
     );
+    // A 503 is retried (GET): the upstream's answer after every try, no local error.
+    let l = &lines[2];
+    assert_eq!(
+        (field(l, "status"), field(l, "tries")),
+        ("503".into(), "3".into())
+    );
+    assert_eq!(field(l, "error"), "-");
+    let l = &lines[3];
+    assert_eq!(field(l, "request_id"), "req-4");
+    assert_eq!(field(l, "status"), "400");
+    assert!(l.contains(" error=\"more than one Host header\" "), "{l}");
+    assert_eq!(
+        (
+            field(l, "route"),
+            field(l, "upstream"),
+            field(l, "endpoint"),
+            field(l, "tries")
+        ),
+        ("-".into(), "-".into(), "-".into(), "0".into())
+    );
+    assert_eq!(field(&lines[4], "request_id").len(), 32);
+
+    // JSON, from a configuration file.
+    let path = temp_file(
+        "access.toml",
+        &format!(
+            r#"
+            access_log = true
+            access_log_format = "json"
+            [[routes]]
+            upstream = "a"
+            [upstreams.a]
+            discovery = {{ kind = "static", endpoints = ["{ep}"] }}
+            "#
+        ),
+    );
+    let lines = access_lines(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        |addr| async move {
+            let res = client()
+                .request(
+                    Request::get(format!("http://{addr}/json"))
+                        .header("x-request-id", "j\"1")
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(body_bytes(res).await, "hello from a");
+        },
+    )
+    .await;
+    let _ = std::fs::remove_file(path);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let l = &lines[0];
+    assert!(
+        l.starts_with("{\"ts\":") && l.ends_with("\"kind\":\"access\"}"),
+        "{l}"
+    );
+    for part in [
+        "\"request_id\":\"j\\\"1\"",
+        "\"method\":\"GET\"",
+        "\"path\":\"/json\"",
+        "\"route\":0",
+        "\"upstream\":\"a\"",
+        &format!("\"endpoint\":\"{ep}\""),
+        "\"status\":200",
+        "\"tries\":1",
+        "\"bytes_in\":0",
+        "\"bytes_out\":12",
+        "\"error\":null",
+    ] {
+        assert!(l.contains(part), "{part} not in {l}");
+    }
 }
 
 /// DNS discovery (system resolver): endpoints appear once resolved; a name that does not resolve
@@ -992,7 +2224,7 @@ async fn dns_discovery_and_no_endpoint_503() {
         "{json}"
     );
     assert!(
-        json.contains("{\"name\":\"nowhere\",\"endpoints\":[]}"),
+        json.contains("{\"name\":\"nowhere\",\"active\":0,\"pending\":0,\"endpoints\":[]}"),
         "{json}"
     );
     if json.matches("\"address\"").count() == 1 {

@@ -64,7 +64,7 @@ async fn check_accepts_a_valid_file() {
 }
 
 #[tokio::test]
-async fn five_mistakes_each_fail_at_start_naming_the_field() {
+async fn every_mistake_fails_at_start_naming_the_field() {
     let cases = [
         // An unknown field (a typo).
         (
@@ -104,6 +104,33 @@ async fn five_mistakes_each_fail_at_start_naming_the_field() {
         (
             with("consecutive_failures = 3", "consecutive_failures = 0"),
             "upstreams.users.breaker.consecutive_failures",
+        ),
+        // A duration so large that `Instant` arithmetic would overflow (issue 13): the field path.
+        (
+            with("total = \"3s\"", "total = \"9999999999999999h\""),
+            "upstreams.users.timeouts.total: `9999999999999999h` is too large (at most 365 days)",
+        ),
+        (
+            with(
+                "max_header_bytes = 16384",
+                "max_header_bytes = 16384\nidle_timeout = \"9999999999999999h\"",
+            ),
+            "listener.idle_timeout: `9999999999999999h` is too large",
+        ),
+        // A per-upstream limit of zero, an h2 stream cap of zero.
+        (
+            with(
+                "consecutive_failures = 3",
+                "consecutive_failures = 3 }\nlimits = { max_pending = 0",
+            ),
+            "upstreams.users.limits.max_pending: must be at least 1",
+        ),
+        (
+            with(
+                "max_header_bytes = 16384",
+                "max_header_bytes = 16384\nh2_max_concurrent_streams = 0",
+            ),
+            "listener.h2_max_concurrent_streams: must be at least 1",
         ),
     ];
     for (i, (text, field)) in cases.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/metrics` | Prometheus text format: the sidecar's metrics and every `meshwork_` metric the library layers emit |
-//! | `/ready` | 200 once the proxy listens and at least one upstream has an endpoint, else 503 |
+//! | `/ready` | 200 once the proxy listens and at least one upstream has an endpoint, else 503; 503 from the moment shutdown starts (SIGTERM) |
 //! | `/live` | 200 while the process runs |
 //! | `/endpoints` | JSON: every upstream's endpoints as the balancer sees them: `address`, `in_flight`, `load` (the cost P2C compares: the peak-EWMA latency estimate × (in-flight + 1), or the in-flight count), `breaker` (`closed`, `open`, `half_open`, …, or `null` when breakers are off) |
 //!
@@ -48,11 +48,14 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::AdminLimits;
+use crate::conn::{self, Activity, Watched};
 
 use crate::upstream::Upstream;
 
@@ -62,7 +65,7 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// The upstreams.
     pub upstreams: Vec<Upstream>,
-    /// Set once the proxy listener is bound and serving.
+    /// Set once the proxy listener is bound and serving; cleared when draining starts (SIGTERM).
     pub listening: AtomicBool,
 }
 
@@ -81,7 +84,12 @@ impl AdminState {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{{\"name\":{},\"endpoints\":[", json_str(&u.name));
+            let (active, pending) = u.limits.counts();
+            let _ = write!(
+                out,
+                "{{\"name\":{},\"active\":{active},\"pending\":{pending},\"endpoints\":[",
+                json_str(&u.name)
+            );
             for (j, ep) in u.view.endpoints().iter().enumerate() {
                 if j > 0 {
                     out.push(',');
@@ -164,15 +172,33 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     res
 }
 
-/// Serves the admin endpoints until `shutdown` flips.
+/// Serves the admin endpoints until `shutdown` flips, with the same kind of limits as the proxy
+/// listener (`admin_limits`): at most `max_connections` connections (more wait in the kernel's
+/// backlog), a request head due within `header_read_timeout` of its first byte, a kept-alive
+/// connection closed after `idle_timeout` without a request.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    limits: AdminLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Off: `conn` times request heads (hyper's timer would also run between requests).
+        .header_read_timeout(None)
+        .max_buf_size(16 * 1024)
+        .max_headers(64);
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (header_read, idle) = (limits.header_read_timeout.0, limits.idle_timeout.0);
     loop {
-        let (stream, _) = tokio::select! {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("never closed"),
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -185,12 +211,30 @@ pub async fn serve(
         };
         let state = state.clone();
         let builder = builder.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            let activity = Activity::new();
+            let act = activity.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                // Admin responses are whole: the request ends with its response.
+                let _active = act.request();
                 let res = state.respond(&req);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let io = TokioIo::new(Watched::new(stream, activity.clone()));
+            let conn = builder.serve_connection(io, svc);
+            tokio::pin!(conn);
+            conn::drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                header_read,
+                idle,
+                shutdown,
+                peer,
+            )
+            .await;
         });
     }
 }

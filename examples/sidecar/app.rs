@@ -1,6 +1,7 @@
 //! Starting and stopping a sidecar inside a running tokio runtime: [`start`] binds both listeners,
 //! spawns the accept loops and returns a [`Running`] handle once they listen; [`Running::shutdown`]
-//! stops accepting and drains in-flight requests within `shutdown_drain_timeout`.
+//! fails `/ready` at once, keeps serving for `drain_delay`, then stops accepting and drains
+//! in-flight requests within `shutdown_drain_timeout`.
 //!
 //! The binary (`main.rs`) calls these around its signal handling; the demo (`examples/demo.rs`)
 //! includes this module with `#[path]` to run a sidecar in its own process.
@@ -37,14 +38,22 @@ pub struct Running {
     connections: Arc<Semaphore>,
     max_connections: usize,
     drain: Duration,
+    drain_delay: Duration,
+    state: Arc<admin::AdminState>,
 }
 
 impl Running {
-    /// Stops accepting on both listeners at once (new connections are refused), then waits until
-    /// every open proxy connection has closed or `shutdown_drain_timeout` has passed, whichever
-    /// comes first. Connections still open after that are left to be dropped with the runtime.
+    /// Fails `/ready` at once (so that the orchestrator stops sending new clients), keeps
+    /// accepting and serving for `drain_delay` (the application's own calls during its shutdown
+    /// still work), then stops accepting on both listeners (new connections are refused) and
+    /// waits until every open proxy connection has closed or `shutdown_drain_timeout` has passed,
+    /// whichever comes first. Connections still open after that are left to be dropped with the
+    /// runtime.
     pub async fn shutdown(self) {
-        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        self.state.listening.store(false, Ordering::Release);
+        tracing::info!(drain_delay = ?self.drain_delay, "shutting down: /ready fails; still serving for drain_delay");
+        tokio::time::sleep(self.drain_delay).await;
+        tracing::info!("no new connections; draining in-flight requests");
         let _ = self.stop.send(true);
         // The accept loops return at once and drop their listeners.
         let _ = self.proxy_task.await;
@@ -152,7 +161,12 @@ pub async fn start(config: Config, install_recorder: bool) -> Result<Running, Bo
         upstreams: proxy.upstreams().to_vec(),
         listening: false.into(),
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), stop_rx.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        state.clone(),
+        config.admin_limits.clone(),
+        stop_rx.clone(),
+    ));
     let max_connections = config.listener.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let proxy_task = tokio::spawn(proxy::serve(
@@ -174,5 +188,7 @@ pub async fn start(config: Config, install_recorder: bool) -> Result<Running, Bo
         connections,
         max_connections,
         drain: config.shutdown_drain_timeout.0,
+        drain_delay: config.drain_delay.0,
+        state,
     })
 }

@@ -5,12 +5,16 @@
 //! message naming the field path, for example
 //! `upstreams.users.retry.budget_percent: must be between 0 and 100`.
 //!
-//! Durations are strings with a unit: `"250ms"`, `"2s"`, `"5m"`, `"1h"` (also `us`).
+//! Durations are strings with a unit: `"250ms"`, `"2s"`, `"5m"`, `"1h"` (also `us`), at most 365
+//! days. A value of the wrong type or form is reported with its path and position too:
+//! `upstreams.users.timeouts.total: `5x` has an unknown unit (use us, ms, s, m or h) (line 9, column 38)`.
 //!
 //! ```toml
 //! admin = "127.0.0.1:9990"          # admin listener (metrics, ready, live, endpoints)
-//! shutdown_drain_timeout = "30s"    # how long in-flight requests may finish after SIGTERM
-//! access_log = false                # one line per request under the `meshwork::access` target
+//! drain_delay = "3s"                # after SIGTERM: /ready fails at once, requests are still served this long
+//! shutdown_drain_timeout = "30s"    # then accepting stops; how long in-flight requests may finish
+//! access_log = false                # one structured line per request on stderr
+//! access_log_format = "logfmt"      # or "json"
 //! # seed = 42                       # seeds P2C picks and jitter, for reproducible runs
 //!
 //! [listener]
@@ -18,26 +22,40 @@
 //! max_header_bytes = 65536          # a request head over this gets 431 (at least 8192)
 //! max_headers = 100                 # more header fields than this gets 431
 //! max_body_bytes = 10485760         # 413 on a larger Content-Length; a longer stream is cut off
-//! header_read_timeout = "10s"       # a client that sends its head more slowly is cut off
-//! idle_timeout = "60s"              # an idle keep-alive connection is closed
+//! header_read_timeout = "10s"       # a request head must be complete this long after its first byte
+//! idle_timeout = "60s"              # a kept-alive connection idle this long after its last request is closed
 //! max_connections = 10000           # beyond this, accepting waits (the kernel backlog holds them)
+//! stream_idle_timeout = "5m"        # no body byte either way for this long ends the request on both sides
+//! x_forwarded_for = "append"        # or "replace": a client's X-Forwarded-For/Forwarded are dropped unless it is trusted
+//! trusted_peers = []                # client IPs whose forwarding headers "replace" keeps
+//! h2_max_concurrent_streams = 100   # streams per HTTP/2 connection (a rapid-reset flood gets GOAWAY)
+//!
+//! [admin_limits]                    # the admin listener's own limits
+//! header_read_timeout = "5s"
+//! idle_timeout = "30s"
+//! max_connections = 64
 //!
 //! [[routes]]                        # first match wins; a request that matches none is refused
 //! host = "users.internal"           # optional: Host (or HTTP/2 :authority), port ignored
 //! path_prefix = "/"                 # optional, default "/"
 //! upstream = "users"
+//! # headers = { x-canary = "1" }    # optional: exact header values the request must carry
+//! # host_rewrite = "users.svc"      # optional: the Host sent to the upstream
+//! # timeout = "2s"                  # optional: a shorter total timeout for this route
 //!
 //! [upstreams.users]
 //! http_version = "http1"            # or "http2" (prior knowledge)
+//! count_429_as_failure = false      # true: a 429 counts against the endpoint's breaker and load
 //! discovery = { kind = "static", endpoints = ["127.0.0.1:8081", "127.0.0.1:8082"] }
 //! # discovery = { kind = "dns", name = "users.internal", port = 8080, refresh = "30s" }   (feature dns)
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
 //! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "services/users" } (feature etcd;
 //! #   optional: request_timeout = "5s", connect_timeout = "1s", keep_alive = "10s")
-//! timeouts = { per_try = "2s", total = "15s" }
+//! timeouts = { per_try = "2s", total = "15s" }   # "none" turns either off (streaming upstreams)
 //! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
 //! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
 //! retry = { max_retries = 2, budget_percent = 20, min_per_second = 10, budget_window = "10s", backoff_base = "25ms", backoff_max = "250ms", replay_limit_bytes = 65536 }
+//! limits = { max_requests = 1024, max_pending = 1024 }   # Envoy's defaults; past them 503 + x-meshwork-overloaded
 //! # breaker = { enabled = false }   retry = { enabled = false }   turn a layer off
 //! ```
 //!
@@ -85,7 +103,11 @@ impl std::error::Error for FieldError {}
 pub struct Dur(pub Duration);
 
 impl Dur {
-    /// Parses `"<integer><unit>"`, unit one of `us ms s m h`.
+    /// The longest duration accepted anywhere in the configuration: 365 days. Anything longer is
+    /// a mistake, and a duration near `Duration::MAX` would overflow `Instant` arithmetic later.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// Parses `"<integer><unit>"`, unit one of `us ms s m h`, at most [`Dur::MAX`].
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let split = s
@@ -95,14 +117,18 @@ impl Dur {
         let n: u64 = n
             .parse()
             .map_err(|_| format!("`{s}` is not a number followed by a unit"))?;
+        let too_large = || format!("`{s}` is too large (at most 365 days)");
         let d = match unit {
             "us" => Duration::from_micros(n),
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_large)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_large)?),
             _ => return Err(format!("`{s}` has an unknown unit (use us, ms, s, m or h)")),
         };
+        if d > Self::MAX {
+            return Err(too_large());
+        }
         Ok(Self(d))
     }
 }
@@ -129,12 +155,20 @@ pub struct Config {
     /// Admin listener address (default `127.0.0.1:9990`).
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
-    /// Time in-flight requests get to finish after SIGTERM/SIGINT (default 30 s).
+    /// After SIGTERM/SIGINT, how long the sidecar keeps accepting and serving while `/ready`
+    /// already fails (default 3 s; `"0s"` stops accepting at once): the application's own calls
+    /// during its shutdown still go through.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: Dur,
+    /// Time in-flight requests get to finish once the sidecar stops accepting (default 30 s).
     #[serde(default = "default_drain")]
     pub shutdown_drain_timeout: Dur,
-    /// One `info` line per request under target `meshwork::access` (default off).
+    /// One structured line per request on stderr (default off; see `access.rs` for the fields).
     #[serde(default)]
     pub access_log: bool,
+    /// `logfmt` (default) or `json`.
+    #[serde(default)]
+    pub access_log_format: crate::access::Format,
     /// Seed of every random choice the stacks make (P2C picks, backoff jitter), for reproducible
     /// runs such as the demo (default: from the OS).
     #[serde(default)]
@@ -142,6 +176,9 @@ pub struct Config {
     /// The proxy listener and its limits.
     #[serde(default)]
     pub listener: ListenerConfig,
+    /// The admin listener's limits.
+    #[serde(default)]
+    pub admin_limits: AdminLimits,
     /// Routing rules, first match wins.
     pub routes: Vec<Route>,
     /// Named upstreams.
@@ -150,6 +187,10 @@ pub struct Config {
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9990))
+}
+
+fn default_drain_delay() -> Dur {
+    secs(3)
 }
 
 fn default_drain() -> Dur {
@@ -169,10 +210,25 @@ pub struct ListenerConfig {
     /// Largest request body in bytes (default 10 MiB). A larger `Content-Length` gets 413; a
     /// streamed body that grows past it is cut off.
     pub max_body_bytes: u64,
-    /// Time a client has to send its request head (default 10 s).
+    /// Time a client has to send a request head, from its first byte (from the connection's
+    /// start for the first request; default 10 s). A slower client is cut off. Does not run while
+    /// a kept-alive connection waits for its next request.
     pub header_read_timeout: Dur,
-    /// An idle keep-alive connection is closed after this (default 60 s).
+    /// A kept-alive connection with nothing in flight is closed this long after its last request
+    /// ended (default 60 s).
     pub idle_timeout: Dur,
+    /// A request whose bodies carry no byte in either direction for this long is ended on both
+    /// sides (default 5 minutes, Envoy's `stream_idle_timeout`). Starts with the response body.
+    pub stream_idle_timeout: Dur,
+    /// What happens to the `X-Forwarded-For` and `Forwarded` a client sent (default `append`):
+    /// `append` adds the client's address to them; `replace` discards them and starts afresh with
+    /// the client's address, unless the client is one of `trusted_peers`.
+    pub x_forwarded_for: XffMode,
+    /// Client addresses whose forwarding headers are kept in `replace` mode (default none).
+    pub trusted_peers: Vec<std::net::IpAddr>,
+    /// Most concurrent streams per HTTP/2 client connection (default 100, the value Envoy's edge
+    /// best practices give; hyper's own default is 200). A client over it is refused the stream.
+    pub h2_max_concurrent_streams: u32,
     /// Most open client connections (default 10,000). Beyond it the proxy stops accepting until
     /// one closes: new connections wait in the kernel's backlog instead of being dropped.
     pub max_connections: usize,
@@ -188,6 +244,44 @@ impl Default for ListenerConfig {
             header_read_timeout: secs(10),
             idle_timeout: secs(60),
             max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            stream_idle_timeout: secs(300),
+            x_forwarded_for: XffMode::Append,
+            trusted_peers: Vec::new(),
+        }
+    }
+}
+
+/// How the proxy treats the forwarding headers a client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum XffMode {
+    /// Trust them: append the client's address (default; the client is the local application).
+    #[default]
+    Append,
+    /// Trust them only from `trusted_peers`; from anyone else, replace them.
+    Replace,
+}
+
+/// Limits of the admin listener: a scraper or a probe gets what it needs, a stuck or hostile
+/// client cannot hold it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminLimits {
+    /// Time a client has to send a request head, from its first byte (default 5 s).
+    pub header_read_timeout: Dur,
+    /// A kept-alive admin connection is closed this long after its last request (default 30 s).
+    pub idle_timeout: Dur,
+    /// Most open admin connections (default 64); more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: secs(5),
+            idle_timeout: secs(30),
+            max_connections: 64,
         }
     }
 }
@@ -205,6 +299,18 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the upstream in `[upstreams]`.
     pub upstream: String,
+    /// A total timeout for this route's requests, shorter than its upstream's (default: the
+    /// upstream's `timeouts.total`). Applied as the caller's budget: a shorter one the caller
+    /// sends still wins.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Headers the request must carry, each with exactly this value (names case-insensitive;
+    /// default none), e.g. `headers = { x-canary = "1" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The Host sent to the upstream instead of the client's (default: the client's).
+    #[serde(default)]
+    pub host_rewrite: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -243,6 +349,36 @@ pub struct UpstreamConfig {
     /// Retries.
     #[serde(default)]
     pub retry: Retry,
+    /// Limits on what is sent to the upstream.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Whether a 429 (Too Many Requests) counts as the endpoint's failure for its breaker and its
+    /// load (default false: a 429 says the caller is over its quota, not that the endpoint is
+    /// broken; Envoy's outlier detection counts 5xx only). A 429 is retried either way.
+    #[serde(default)]
+    pub count_429_as_failure: bool,
+}
+
+/// Per-upstream limits, as Envoy's circuit-breaker thresholds, with Envoy's defaults (1024 each,
+/// `envoy.config.cluster.v3.CircuitBreakers.Thresholds`). Past a limit a request is answered at
+/// once with 503 and `x-meshwork-overloaded: true`, and counted in
+/// `meshwork_sidecar_overloaded_total{upstream, limit}`; nothing queues for a slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests in flight to the upstream, until their response body ends (default 1024).
+    pub max_requests: usize,
+    /// Requests waiting for an available endpoint, not yet sent to one (default 1024).
+    pub max_pending: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_requests: 1024,
+            max_pending: 1024,
+        }
+    }
 }
 
 /// Where an upstream's endpoints come from.
@@ -310,22 +446,57 @@ fn default_refresh() -> Dur {
     secs(30)
 }
 
+/// A timeout that may be turned off: a duration, or `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Bounded by this duration.
+    Of(Dur),
+    /// No bound (`"none"`): for streaming upstreams (SSE, long-poll, gRPC streams).
+    None,
+}
+
+impl Bound {
+    /// The duration, if bounded.
+    pub fn get(self) -> Option<Duration> {
+        match self {
+            Self::Of(d) => Some(d.0),
+            Self::None => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bound {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "none" {
+            return Ok(Self::None);
+        }
+        Dur::parse(&s)
+            .map(Self::Of)
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"none\"")))
+    }
+}
+
 /// Timeouts of an upstream.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// One try's bound (default: a third of `total`, so that a try and two retries fit).
-    pub per_try: Option<Dur>,
+    /// One try's bound, until the response head and first body frame (default: a third of
+    /// `total`, so that a try and two retries fit; none when `total` is `"none"`). `"none"`: no
+    /// bound.
+    pub per_try: Option<Bound>,
     /// The whole request's bound, all tries included (default 15 s, Envoy's route timeout). A
-    /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header wins.
-    pub total: Dur,
+    /// shorter budget in the caller's `meshwork-timeout-ms` or `grpc-timeout` header, or a
+    /// route's `timeout`, wins. `"none"`: no bound, for streaming upstreams (give `per_try =
+    /// "none"` too when the first event may take longer than a try's bound).
+    pub total: Bound,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
             per_try: None,
-            total: secs(15),
+            total: Bound::Of(secs(15)),
         }
     }
 }
@@ -440,8 +611,13 @@ impl Default for Retry {
 
 impl Config {
     /// Parses and validates a TOML document.
+    ///
+    /// Every error names the field path: a value of the wrong type or form is reported as
+    /// `upstreams.users.timeouts.total: ... (line 9, column 29)`; a value the checks reject as
+    /// `upstreams.users.retry.budget_percent: must be between 0 and 100`. Only a TOML syntax error
+    /// (no document to find a field in) is reported with TOML's own message and position.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Config = toml::from_str(text).map_err(|e| describe(text, &e))?;
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
@@ -460,21 +636,29 @@ impl Config {
                 balancer: Balancer::default(),
                 breaker: Breaker::default(),
                 retry: Retry::default(),
+                limits: Limits::default(),
+                count_429_as_failure: false,
             },
         );
         let config = Config {
             admin: default_admin(),
+            drain_delay: default_drain_delay(),
             shutdown_drain_timeout: default_drain(),
             access_log: false,
+            access_log_format: crate::access::Format::default(),
             seed: None,
             listener: ListenerConfig {
                 address: listen,
                 ..ListenerConfig::default()
             },
+            admin_limits: AdminLimits::default(),
             routes: vec![Route {
                 host: None,
                 path_prefix: default_prefix(),
                 upstream: "default".to_owned(),
+                headers: BTreeMap::new(),
+                host_rewrite: None,
+                timeout: None,
             }],
             upstreams,
         };
@@ -506,10 +690,26 @@ impl Config {
         }
         non_zero("listener.header_read_timeout", l.header_read_timeout)?;
         non_zero("listener.idle_timeout", l.idle_timeout)?;
+        non_zero("listener.stream_idle_timeout", l.stream_idle_timeout)?;
+        if l.h2_max_concurrent_streams == 0 {
+            return Err(FieldError::new(
+                "listener.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
         if l.max_connections == 0 || l.max_connections > (u32::MAX >> 3) as usize {
             return Err(FieldError::new(
                 "listener.max_connections",
                 "must be between 1 and 536870911",
+            ));
+        }
+        let a = &self.admin_limits;
+        non_zero("admin_limits.header_read_timeout", a.header_read_timeout)?;
+        non_zero("admin_limits.idle_timeout", a.idle_timeout)?;
+        if a.max_connections == 0 || a.max_connections > 10_000 {
+            return Err(FieldError::new(
+                "admin_limits.max_connections",
+                "must be between 1 and 10000",
             ));
         }
         if self.routes.is_empty() {
@@ -526,6 +726,33 @@ impl Config {
                 return Err(FieldError::new(
                     format!("routes[{i}].path_prefix"),
                     "must start with `/`",
+                ));
+            }
+            for (name, value) in &r.headers {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(FieldError::new(
+                        format!("routes[{i}].headers.{name}"),
+                        "is not a valid header name",
+                    ));
+                }
+                if http::HeaderValue::from_str(value).is_err() {
+                    return Err(FieldError::new(
+                        format!("routes[{i}].headers.{name}"),
+                        "is not a valid header value",
+                    ));
+                }
+            }
+            if let Some(t) = r.timeout {
+                non_zero(&format!("routes[{i}].timeout"), t)?;
+            }
+            if let Some(h) = &r.host_rewrite
+                && (h.is_empty()
+                    || http::HeaderValue::from_str(h).is_err()
+                    || h.contains(['/', ' ']))
+            {
+                return Err(FieldError::new(
+                    format!("routes[{i}].host_rewrite"),
+                    "must be a host name, with an optional port",
                 ));
             }
             if let Some(h) = &r.host
@@ -548,6 +775,67 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A TOML deserialization error as `field.path: message (line L, column C)`, the path found from
+/// the error's position in the document.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.to_string();
+    };
+    let Ok(root) = toml::de::DeTable::parse(text) else {
+        // A syntax error: TOML's own message shows the line.
+        return e.to_string();
+    };
+    let mut path = String::new();
+    if !locate_in_table(root.get_ref(), span.start, &mut path) || path.is_empty() {
+        return e.to_string();
+    }
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(
+        "{path}: {} (line {line}, column {column})",
+        e.message().trim_end()
+    )
+}
+
+/// Appends to `path` the deepest key of `table` whose key or value holds byte `pos`.
+fn locate_in_table(table: &toml::de::DeTable<'_>, pos: usize, path: &mut String) -> bool {
+    for (key, value) in table.iter() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        if key.span().contains(&pos) || locate_in_value(value, pos, path) {
+            return true;
+        }
+        path.truncate(len);
+    }
+    false
+}
+
+fn locate_in_value(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    pos: usize,
+    path: &mut String,
+) -> bool {
+    use toml::de::DeValue;
+    let inside = match value.get_ref() {
+        DeValue::Table(t) => locate_in_table(t, pos, path),
+        DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let found = locate_in_value(item, pos, path);
+            if !found {
+                path.truncate(len);
+            }
+            found
+        }),
+        _ => false,
+    };
+    inside || value.span().contains(&pos)
 }
 
 fn non_zero(field: &str, d: Dur) -> Result<(), FieldError> {
@@ -639,11 +927,24 @@ impl UpstreamConfig {
                 }
             }
         }
+        for (value, name) in [
+            (self.limits.max_requests, "max_requests"),
+            (self.limits.max_pending, "max_pending"),
+        ] {
+            if value == 0 {
+                return Err(FieldError::new(
+                    format!("{p}.limits.{name}"),
+                    "must be at least 1",
+                ));
+            }
+        }
         let t = &self.timeouts;
-        non_zero(&format!("{p}.timeouts.total"), t.total)?;
-        if let Some(per_try) = t.per_try {
+        if let Bound::Of(total) = t.total {
+            non_zero(&format!("{p}.timeouts.total"), total)?;
+        }
+        if let Some(Bound::Of(per_try)) = t.per_try {
             non_zero(&format!("{p}.timeouts.per_try"), per_try)?;
-            if per_try.0 > t.total.0 {
+            if t.total.get().is_some_and(|total| per_try.0 > total) {
                 return Err(FieldError::new(
                     format!("{p}.timeouts.per_try"),
                     "must not exceed timeouts.total",
@@ -700,6 +1001,10 @@ impl UpstreamConfig {
 }
 
 #[cfg(test)]
+#[path = "config/props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -720,7 +1025,7 @@ mod tests {
         assert_eq!(c.admin, default_admin());
         assert_eq!(c.routes[0].path_prefix, "/");
         let u = &c.upstreams["users"];
-        assert_eq!(u.timeouts.per_try, Some(secs(1)));
+        assert_eq!(u.timeouts.per_try, Some(Bound::Of(secs(1))));
         assert_eq!(u.retry.budget_percent, 10.0);
         assert_eq!(u.retry.max_retries, 2);
         assert_eq!(u.http_version, HttpVersion::Http1);
@@ -743,6 +1048,17 @@ mod tests {
             ),
             (GOOD.replace("total = \"5s\"", "total = \"5\""), "total"),
             (GOOD.replace("host =", "hots ="), "hots"),
+            (
+                GOOD.replace(
+                    "host =",
+                    "headers = { \"bad name\" = \"1\" }\n        host =",
+                ),
+                "routes[0].headers.bad name: is not a valid header name",
+            ),
+            (
+                GOOD.replace("host =", "host_rewrite = \"a b\"\n        host ="),
+                "routes[0].host_rewrite",
+            ),
             (
                 GOOD.replace("kind = \"static\"", "kind = \"consul\""),
                 "consul",
@@ -865,7 +1181,7 @@ mod tests {
         );
 
         let stack = ClientBuilder::new();
-        assert_eq!(stack.get_total_timeout(), Some(Timeouts::default().total.0));
+        assert_eq!(stack.get_total_timeout(), Timeouts::default().total.get());
         assert_eq!(
             stack.get_balance().get_max_wait(),
             Balancer::default().max_wait.0

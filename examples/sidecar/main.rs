@@ -12,20 +12,27 @@
 //!
 //! At start it prints one line on stdout, `listening on ADDR admin ADDR`, with the bound addresses
 //! (useful with port 0). Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default
-//! `info`); `--access-log` (or `access_log = true`) adds one line per request under the target
-//! `meshwork::access`. SIGTERM or SIGINT stops accepting at once, lets in-flight requests finish
-//! within `shutdown_drain_timeout`, and exits 0.
+//! `info`); `--access-log` (or `access_log = true`) adds one structured line per request on stderr
+//! (logfmt or JSON, `access_log_format`; fields in `access.rs`). SIGTERM or SIGINT fails `/ready` at once, keeps serving for `drain_delay`,
+//! then stops accepting, lets in-flight requests finish within `shutdown_drain_timeout`, and exits 0.
 //!
-//! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`proxy`] (listener, routing, error statuses),
+//! Modules: [`app`] (start and stop), [`config`] (schema and validation), [`client_body`] (a
+//! failed request body is the caller's 400), [`conn`] (a connection's header-read and idle timers), [`limits`] (per-upstream request limits), [`proxy`] (listener, routing, error statuses),
 //! [`headers`] (hop-by-hop and forwarding headers), [`upstream`] (the forwarding seam, one tower
 //! service per upstream), [`admin`] (metrics, readiness, endpoints).
 
+mod access;
 mod admin;
 mod app;
+mod client_body;
 mod config;
+mod conn;
 mod headers;
+mod limits;
 mod live_metrics;
 mod proxy;
+mod request_metrics;
+mod stream_idle;
 mod upstream;
 
 use std::io::IsTerminal;
@@ -65,7 +72,7 @@ struct Cli {
     /// Validate the configuration and exit (0 when valid).
     #[arg(long)]
     check: bool,
-    /// Log one line per request (target `meshwork::access`).
+    /// Log one structured line per request on stderr (see `access_log_format`).
     #[arg(long)]
     access_log: bool,
 }
@@ -137,30 +144,36 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), meshwork::BoxError> {
+    // Handlers first: a SIGTERM right after the `listening` line must drain, not kill.
+    let signal = shutdown_signal()?;
     let running = app::start(config, true).await?;
     println!("listening on {} admin {}", running.listen, running.admin);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    wait_for_signal().await?;
+    signal.await;
     running.shutdown().await;
     tracing::info!("bye");
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first signal.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

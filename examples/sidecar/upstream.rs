@@ -57,7 +57,9 @@ use pin_project_lite::pin_project;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::config::{Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
+use crate::access::Tries;
+use crate::config::{Bound, Discovery, FieldError, HttpVersion, LoadMetric, UpstreamConfig};
+use crate::limits::{Pending, UpstreamLimits};
 use crate::live_metrics::{EndpointMetrics, Live, Registry};
 
 /// The body type on both sides of the proxy: streamed, never buffered whole.
@@ -107,6 +109,8 @@ pub struct Upstream {
     pub service: UpstreamService,
     /// Its endpoints, for the admin listener.
     pub view: Arc<dyn EndpointsView>,
+    /// Its request limits.
+    pub limits: Arc<UpstreamLimits>,
 }
 
 /// The library settings of one upstream, checked without starting anything (`--check` uses it).
@@ -132,6 +136,12 @@ fn field(
     }
 }
 
+/// The outcome classification of an upstream: the library's HTTP classification, with the
+/// upstream's `count_429_as_failure`.
+fn classify(config: &UpstreamConfig) -> HttpClassify {
+    HttpClassify::new().count_429_as_failure(config.count_429_as_failure)
+}
+
 /// Builds the library configuration of upstream `name`: every value goes through the library's
 /// own builders, so whatever they reject is reported with the configuration's field path.
 pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
@@ -141,9 +151,14 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     let t = &config.timeouts;
     // No per-endpoint labels on the library's series (they would outlive removed endpoints): the
     // admin listener renders each current endpoint's breaker state itself (`live_metrics`).
-    let mut stack = ClientBuilder::new().total_timeout(t.total.0);
-    if let Some(per_try) = t.per_try {
-        stack = stack.per_try_timeout(per_try.0);
+    let mut stack = match t.total.get() {
+        Some(total) => ClientBuilder::new().total_timeout(total),
+        None => ClientBuilder::new().no_total_timeout(),
+    };
+    match t.per_try.map(Bound::get) {
+        Some(Some(per_try)) => stack = stack.per_try_timeout(per_try),
+        Some(None) => stack = stack.no_per_try_timeout(),
+        None => {}
     }
     stack.validate().map_err(field(
         format!("{p}.timeouts"),
@@ -209,7 +224,7 @@ pub fn plan(name: &str, config: &UpstreamConfig) -> Result<Plan, FieldError> {
     };
     let stack = stack
         .labels(labels)
-        .classify(HttpClassify::new())
+        .classify(classify(config))
         .replay(HttpReplay::new());
 
     let (connect, version) = match config.http_version {
@@ -260,11 +275,17 @@ pub async fn build(
     let upstream: Arc<str> = Arc::from(name);
     let registry = Arc::new(Registry::default());
     let make_registry = registry.clone();
+    let classifier = classify(config);
     let client: UpstreamClient = stack
         .build(source, move |ep: &Endpoint| {
             let connection = PropagateDeadlineLayer::new()
                 .layer(FirstFrameLayer::new().layer(connect.endpoint::<TryBody>(ep.addr())));
-            Instrument::new(connection, make_registry.make(ep.addr()))
+            Instrument::new(
+                connection,
+                ep.addr(),
+                make_registry.make(ep.addr()),
+                classifier,
+            )
         })
         .map_err(|e| format!("upstreams.{name}: {e}"))?;
     let view = Arc::new(View {
@@ -280,6 +301,7 @@ pub async fn build(
         name: upstream,
         service: BoxCloneSyncService::new(service),
         view,
+        limits: UpstreamLimits::new(name, config.limits.max_requests, config.limits.max_pending),
     })
 }
 
@@ -439,18 +461,30 @@ impl Drop for InFlight {
 #[derive(Clone)]
 pub struct Instrument<S> {
     inner: S,
+    addr: SocketAddr,
     metrics: Arc<EndpointMetrics>,
+    classify: HttpClassify,
 }
 
 impl<S> Instrument<S> {
-    fn new(inner: S, metrics: Arc<EndpointMetrics>) -> Self {
-        Self { inner, metrics }
+    fn new(
+        inner: S,
+        addr: SocketAddr,
+        metrics: Arc<EndpointMetrics>,
+        classify: HttpClassify,
+    ) -> Self {
+        Self {
+            inner,
+            addr,
+            metrics,
+            classify,
+        }
     }
 }
 
-impl<S, Req, B> Service<Req> for Instrument<S>
+impl<S, ReqBody, B> Service<Request<ReqBody>> for Instrument<S>
 where
-    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    S: Service<Request<ReqBody>, Response = Response<B>, Error = BoxError>,
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
@@ -462,11 +496,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The request reached an endpoint: no longer pending (see `limits`).
+        if let Some(pending) = req.extensions().get::<Pending>() {
+            pending.release();
+        }
+        if let Some(tries) = req.extensions().get::<Tries>() {
+            tries.record(self.addr);
+        }
         InstrumentFuture {
             inner: self.inner.call(req),
             guard: Some(InFlight::start(self.metrics.clone())),
             start: tokio::time::Instant::now(),
+            classify: self.classify,
         }
     }
 }
@@ -478,6 +520,7 @@ pin_project! {
         inner: F,
         guard: Option<InFlight>,
         start: tokio::time::Instant,
+        classify: HttpClassify,
     }
 }
 
@@ -495,7 +538,7 @@ where
         let guard = this.guard.take().expect("polled after completion");
         let m = &guard.0;
         m.observe(this.start.elapsed());
-        m.record(HttpClassify::new().classify(result.as_ref()).class());
+        m.record(this.classify.classify(result.as_ref()).class());
         Poll::Ready(result.map(|res| {
             res.map(|body| {
                 body.map_err(Into::into)

@@ -182,7 +182,11 @@ impl Sidecar {
 
 /// A loopback backend (HTTP/1.1 and h2c) that counts the requests it answers.
 ///
-/// - `/echo`: streams the request body back;
+/// - `/ws`: answers 101 to an upgrade and echoes the upgraded connection's bytes;
+/// - `/echo`: streams the request body back (its trailers too, declared as the request did);
+/// - `/stall`: one byte, then nothing, never ending;
+/// - `/drip/N`: N one-byte chunks, 500 ms apart;
+/// - `…/trailers`: `with trailers`, then the trailer `x-checksum: abc123` (declared in `Trailer`);
 /// - `/count`: reads the whole request body, answers its length;
 /// - `/headers`: the request's headers, one `name: value` line each, sorted;
 /// - `/chunked`: 64 chunks of 1000 bytes, streamed without a length;
@@ -250,7 +254,7 @@ impl Backend {
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
             }
@@ -265,12 +269,68 @@ impl Backend {
 
 async fn backend_handle(
     name: &'static str,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let full = |s: String| Full::new(Bytes::from(s)).map_err(|n| match n {}).boxed();
-    let res = if path == "/echo" {
-        Response::new(req.into_body().boxed())
+    let res = if path == "/ws" {
+        // A WebSocket-style upgrade (no handshake checks): echoes every byte once upgraded.
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .body(full(String::new()))
+            .unwrap()
+    } else if path == "/echo" {
+        // Request trailers come back as response trailers: declare them as the request did.
+        let declared = req.headers().get(http::header::TRAILER).cloned();
+        let mut res = Response::new(req.into_body().boxed());
+        if let Some(declared) = declared {
+            res.headers_mut().insert(http::header::TRAILER, declared);
+        }
+        res
+    } else if path == "/stall" {
+        // One chunk, then silence (the response never ends).
+        let first = futures_util::stream::iter([Ok::<_, hyper::Error>(Frame::data(
+            Bytes::from_static(b"x"),
+        ))]);
+        let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        Response::new(StreamBody::new(stream).boxed())
+    } else if let Some(n) = path.strip_prefix("/drip/") {
+        // N chunks, 500 ms apart.
+        let n: u32 = n.parse().unwrap();
+        let stream = futures_util::stream::unfold(0, move |i| async move {
+            (i < n).then_some(())?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"d"))),
+                i + 1,
+            ))
+        });
+        Response::new(StreamBody::new(stream).boxed())
+    } else if path.ends_with("/trailers") {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "abc123".parse().unwrap());
+        let frames = vec![
+            Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"with trailers"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        Response::builder()
+            .header(http::header::TRAILER, "x-checksum")
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .unwrap()
     } else if path == "/headers" {
         let mut lines: Vec<String> = req
             .headers()
