@@ -96,12 +96,12 @@ impl Ensemble {
         self.session_timeout
     }
 
-    /// Establishes a new session. Every server is tried once (the caller backs off and tries
-    /// again), within the connect timeout.
+    /// Establishes a new session: the servers are tried in turn until one accepts, for at most
+    /// the connect timeout ([`Elapsed`] after it) or the session timeout (the client's
+    /// `zookeeper_client::Error::Timeout`), whichever is shorter.
     pub async fn connect(&self) -> Result<Client, BoxError> {
         let connect = Client::connector()
             .with_session_timeout(self.session_timeout)
-            .with_fail_eagerly()
             .connect(&self.servers);
         Ok(tokio::time::timeout(self.connect_timeout, connect)
             .await

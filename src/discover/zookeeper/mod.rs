@@ -74,8 +74,9 @@
 //! - **Duplicates.** Endpoints are identified by address: if two members name the same address,
 //!   the member with the smaller name is used.
 //! - **Lost connection.** The source reports [`Disconnected`] once and keeps the last good set;
-//!   the client reconnects within the session timeout, and the source then reads the whole path
-//!   again with new watches (ZooKeeper does not deliver every event that happened during the
+//!   the client reconnects within the session timeout (with its own backoff: 100 ms doubling, so
+//!   after a long outage its next attempt may be seconds away), and the source then reads the
+//!   whole path again with new watches (ZooKeeper does not deliver every event that happened during the
 //!   gap), so nothing is missed.
 //! - **Lost session.** When the session expires (or is closed by another client), the watches
 //!   are gone with it: the source reports [`SessionLost`], keeps the last good set, makes a new
