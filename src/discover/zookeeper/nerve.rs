@@ -95,4 +95,47 @@ mod tests {
             assert!(err.0.contains(why), "{err} should mention {why}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes and near-Nerve text never panic; a rejection has a message.
+        #[test]
+        fn parse_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+            text in r#"\{"host":"[0-9a-z.:]{0,16}","port":-?[0-9]{0,7}(,"weight":-?[0-9.]{0,12})?(,"name":"[a-z0-9-]{0,8}")?\}"#,
+        ) {
+            for input in [&bytes[..], text.as_bytes()] {
+                match parse(input) {
+                    Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+                    Ok(Member::NotServing(why)) => proptest::prop_assert_eq!(why, "weight 0"),
+                    Ok(Member::Serving(ep)) => proptest::prop_assert!(ep.weight() >= 1),
+                }
+            }
+        }
+
+        /// A well-formed registration gives exactly its address, weight and name.
+        #[test]
+        fn well_formed_registrations_parse_exactly(
+            ip in proptest::prelude::any::<std::net::IpAddr>(),
+            port in 1u16..,
+            weight in proptest::option::of(1u32..),
+            name in proptest::option::of("[a-z0-9-]{1,12}"),
+        ) {
+            let mut json = format!(r#"{{"host":"{ip}","port":{port}"#);
+            if let Some(w) = weight {
+                json.push_str(&format!(r#","weight":{w}"#));
+            }
+            if let Some(n) = &name {
+                json.push_str(&format!(r#","name":"{n}""#));
+            }
+            json.push('}');
+            let Member::Serving(ep) = parse(json.as_bytes()).unwrap() else {
+                panic!("{json} serves")
+            };
+            proptest::prop_assert_eq!(ep.addr(), std::net::SocketAddr::new(ip, port));
+            proptest::prop_assert_eq!(ep.weight(), weight.unwrap_or(1));
+            proptest::prop_assert_eq!(ep.label("name"), name.as_deref());
+        }
+    }
 }

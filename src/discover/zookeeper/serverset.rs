@@ -200,4 +200,49 @@ mod tests {
         };
         assert_eq!(ep.addr(), addr("127.0.0.1:8081"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes and near-server-set text never panic; a rejection has a message.
+        #[test]
+        fn parse_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+            text in r#"\{"serviceEndpoint":\{"host":"[0-9a-f.:\[\]]{0,20}","port":-?[0-9]{0,7}\},"status":"[A-Z]{0,6}"(,"shard":-?[0-9]{0,12})?\}"#,
+            name in proptest::option::of("[a-z]{0,5}"),
+        ) {
+            for input in [&bytes[..], text.as_bytes()] {
+                match parse(input, name.as_deref()) {
+                    Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+                    Ok(Member::NotServing(why)) => proptest::prop_assert!(why.starts_with("status ")),
+                    Ok(Member::Serving(ep)) => proptest::prop_assert!(ep.addr().port() != 0),
+                }
+            }
+        }
+
+        /// What `encode` writes, `parse` reads back, whichever endpoint is asked for.
+        #[test]
+        fn encode_round_trips_any_member(
+            ip in proptest::prelude::any::<std::net::IpAddr>(),
+            port in 1u16..,
+            extra in proptest::collection::btree_map("[a-z]{1,6}", (proptest::prelude::any::<[u8; 4]>(), 1u16..), 0..4),
+            shard in proptest::option::of(proptest::prelude::any::<i32>()),
+        ) {
+            let service = SocketAddr::new(ip, port);
+            let additional: BTreeMap<String, SocketAddr> =
+                extra.into_iter().map(|(n, (ip, p))| (n, SocketAddr::from((ip, p)))).collect();
+            let json = encode(service, &additional, shard);
+            let Member::Serving(ep) = parse(json.as_bytes(), None).unwrap() else {
+                panic!("encoded members are ALIVE")
+            };
+            proptest::prop_assert_eq!(ep.addr(), service);
+            proptest::prop_assert_eq!(ep.label("shard").map(str::to_owned), shard.map(|s| s.to_string()));
+            for (name, addr) in &additional {
+                let Member::Serving(ep) = parse(json.as_bytes(), Some(name)).unwrap() else {
+                    panic!()
+                };
+                proptest::prop_assert_eq!(ep.addr(), *addr);
+            }
+        }
+    }
 }
