@@ -232,6 +232,21 @@ async fn server_set_changes_arrive_within_a_second_dead_and_malformed_are_skippe
     assert!(f.errors.is_empty(), "{:?}", f.log);
     // Nothing else arrives: every update above was a real change.
     assert!(f.drain_for(Duration::from_millis(300)).await.is_empty());
+
+    // Dropping the source ends its session (and with it, its watches).
+    let session = f.source.session().expect("a session");
+    drop(f);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reuse = zk::Client::connector()
+        .with_session(session)
+        .with_session_timeout(10 * SECOND)
+        .connect(&server.addr().to_string())
+        .await;
+    assert!(
+        matches!(reuse, Err(zk::Error::SessionExpired)),
+        "the dropped source's session is closed: {:?}",
+        reuse.map(|c| c.session_id())
+    );
 }
 
 #[tokio::test]
