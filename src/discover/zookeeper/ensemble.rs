@@ -92,7 +92,7 @@ impl Ensemble {
     }
 
     /// The session timeout asked for.
-    pub fn session_timeout_value(&self) -> Duration {
+    pub fn requested_session_timeout(&self) -> Duration {
         self.session_timeout
     }
 
