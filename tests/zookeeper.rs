@@ -493,3 +493,82 @@ async fn a_killed_registering_process_disappears() {
         killed.elapsed()
     );
 }
+
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn metrics_count_reads_malformed_children_and_endpoints() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The source's handles are registered when it is built, here, with this recorder.
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let server = ZkServer::start().await;
+    let zk = server.client().await;
+    zk.mkdir("/svc/metered", &open()).await.unwrap();
+    add_member(
+        &zk,
+        "/svc/metered",
+        &member("127.0.0.1:9701", None, "ALIVE"),
+    )
+    .await;
+    add_member(&zk, "/svc/metered", "not json").await;
+    let source = ZkDiscover::builder("/svc/metered", Format::default())
+        .unwrap()
+        .metric_labels(meshwork::telemetry::MetricLabels::new().with("upstream", "metered"))
+        .build(server.ensemble(10 * SECOND));
+    let mut f = Follower::new(source);
+    f.until(SECOND, "first set", |s| s.len() == 1).await;
+    add_member(&zk, "/svc/metered", r#"{"status":"ALIVE"}"#).await;
+    add_member(
+        &zk,
+        "/svc/metered",
+        &member("127.0.0.1:9702", None, "ALIVE"),
+    )
+    .await;
+    f.until(SECOND, "second member", |s| s.len() == 2).await;
+
+    let mut seen = BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        assert!(
+            labels.contains(&"upstream=metered".to_owned()),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains(&"path=/svc/metered".to_owned()),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains(&"format=serverset".to_owned()),
+            "{labels:?}"
+        );
+        let reason = labels.iter().find_map(|l| l.strip_prefix("reason="));
+        let name = match reason {
+            Some(r) => format!("{}:{r}", key.key().name()),
+            None => key.key().name().to_owned(),
+        };
+        seen.insert(name, value);
+    }
+    let get = |name: &str| seen.get(name);
+    assert_eq!(
+        get("meshwork_zookeeper_reloads_total:initial"),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        get("meshwork_zookeeper_malformed_children_total"),
+        Some(&DebugValue::Counter(2))
+    );
+    assert_eq!(
+        get("meshwork_zookeeper_errors_total"),
+        Some(&DebugValue::Counter(0))
+    );
+    assert_eq!(
+        get("meshwork_zookeeper_endpoints"),
+        Some(&DebugValue::Gauge(2.0.into()))
+    );
+}
