@@ -2,6 +2,8 @@
 //! its jar with Java): standalone, on 127.0.0.1 with a free port and a temporary data directory,
 //! short ticks so that short session timeouts are allowed; killed and cleaned up on drop. Also a
 //! loopback TCP relay in front of it that a test can cut, to partition a client from ZooKeeper.
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

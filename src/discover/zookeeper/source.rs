@@ -375,7 +375,13 @@ impl Driver {
                 Wake::State(state) => self.on_state(state),
             };
             if let Some(err) = lost {
-                return self.fail(err);
+                let disconnected = err.is::<Disconnected>();
+                let item = self.fail(err);
+                // The client reconnects by itself; the read after it needs no backoff.
+                if disconnected {
+                    self.failed = false;
+                }
+                return item;
             }
         }
     }
