@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite with every feature on: unit, integration (real loopback servers: hyper,
-# dnsmasq, etcd — each test starts and stops its own) and doc tests.
+# dnsmasq, etcd, ZooKeeper — each test starts and stops its own) and doc tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

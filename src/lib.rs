@@ -59,6 +59,7 @@
 //! | `dns` | DNS discovery |
 //! | `file` | watched-file discovery |
 //! | `etcd` | etcd v3 discovery and registration |
+//! | `zookeeper` | ZooKeeper discovery (Finagle server sets, Nerve) and server-set registration |
 //! | `tls` | TLS and mutual TLS for the HTTP client, a TLS listener with workload identity (SPIFFE), certificate rotation ([`tls`]) |
 //!
 //! [tower]: https://docs.rs/tower

@@ -241,6 +241,23 @@ pub const METRICS: &[MetricDescription] = &[
         "meshwork_etcd_endpoints",
         "Endpoints in the current etcd discovery set.",
     ),
+    // discover::zookeeper
+    counter(
+        "meshwork_zookeeper_reloads_total",
+        "Full reads of a ZooKeeper path, by reason (initial, session, reconnect).",
+    ),
+    counter(
+        "meshwork_zookeeper_errors_total",
+        "ZooKeeper discovery failures (the last good set stays).",
+    ),
+    counter(
+        "meshwork_zookeeper_malformed_children_total",
+        "ZooKeeper children skipped as malformed.",
+    ),
+    gauge(
+        "meshwork_zookeeper_endpoints",
+        "Endpoints in the current ZooKeeper discovery set.",
+    ),
     // limit
     gauge(
         "meshwork_limit_limit",

@@ -31,6 +31,10 @@ const DOCS: &[(&str, &str)] = &[
         "src/discover/etcd/mod.rs",
         include_str!("../src/discover/etcd/mod.rs"),
     ),
+    (
+        "src/discover/zookeeper/mod.rs",
+        include_str!("../src/discover/zookeeper/mod.rs"),
+    ),
     ("src/limit/mod.rs", include_str!("../src/limit/mod.rs")),
     ("src/retry/mod.rs", include_str!("../src/retry/mod.rs")),
     ("src/tls/mod.rs", include_str!("../src/tls/mod.rs")),

@@ -37,7 +37,7 @@
 //! | `meshwork_balance_discovery_errors_total` | `upstream` | failed discovery answers (the last good endpoints stay) |
 //! | `meshwork_breaker_open` | `upstream` | endpoints whose breaker is not closed (a removed endpoint no longer counts) |
 //! | `meshwork_breaker_trips_total`, `meshwork_breaker_probes_total` | `upstream`, `reason` / `outcome` | breaker openings; half-open probes, over the upstream's endpoints |
-//! | `meshwork_discovery_*`, `meshwork_etcd_*` | `upstream` (and `source`, `prefix`) | the discovery source's own counters |
+//! | `meshwork_discovery_*`, `meshwork_etcd_*`, `meshwork_zookeeper_*` | `upstream` (and `source`, `prefix`; `path`, `format`) | the discovery source's own counters |
 
 use std::convert::Infallible;
 use std::fmt::Write as _;

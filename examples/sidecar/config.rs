@@ -51,6 +51,9 @@
 //! # discovery = { kind = "file", path = "users.toml" }                                  (feature file)
 //! # discovery = { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "services/users" } (feature etcd;
 //! #   optional: request_timeout = "5s", connect_timeout = "1s", keep_alive = "10s")
+//! # discovery = { kind = "zookeeper", servers = ["127.0.0.1:2181"], path = "/services/users", format = "serverset", endpoint_name = "http" }
+//! #   (feature zookeeper; format "serverset" (default) or "nerve"; endpoint_name only for server sets;
+//! #   optional: session_timeout = "10s", request_timeout = "5s")
 //! timeouts = { per_try = "2s", total = "15s" }   # "none" turns either off (streaming upstreams)
 //! balancer = { load = "peak_ewma", decay = "10s", max_wait = "1s" }   # or load = "least_in_flight"
 //! breaker = { consecutive_failures = 5, min_success_rate = 0.8, window = "10s", min_requests = 5, backoff_base = "1s", backoff_max = "60s" }
@@ -428,6 +431,46 @@ pub enum Discovery {
         #[serde(default = "default_etcd_keep_alive")]
         keep_alive: Dur,
     },
+    /// The children of a ZooKeeper path (feature `zookeeper`), in Finagle server-set or Nerve
+    /// JSON (see `meshwork::discover::zookeeper`), followed through watches.
+    ///
+    /// The sidecar starts even when ZooKeeper is unreachable: the upstream has no endpoint (503)
+    /// until the first read succeeds; once it has read a set, a lost connection or session keeps
+    /// that set. Only a malformed server or path fails at start.
+    Zookeeper {
+        /// ZooKeeper servers, each `host:port`.
+        servers: Vec<String>,
+        /// The service's path, such as `/services/users`.
+        path: String,
+        /// `serverset` (default) or `nerve`.
+        #[serde(default)]
+        format: ZkFormat,
+        /// Server sets only: the entry of `additionalEndpoints` to use instead of
+        /// `serviceEndpoint` (such as `http`).
+        #[serde(default)]
+        endpoint_name: Option<String>,
+        /// The session timeout asked of ZooKeeper (default 10 s).
+        #[serde(default = "default_zk_session_timeout")]
+        session_timeout: Dur,
+        /// Bound on one read of the path (default 5 s).
+        #[serde(default = "default_etcd_request_timeout")]
+        request_timeout: Dur,
+    },
+}
+
+fn default_zk_session_timeout() -> Dur {
+    secs(10)
+}
+
+/// The JSON of the children of a ZooKeeper path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZkFormat {
+    /// Finagle/Aurora server sets (`member_…` children, `serviceEndpoint`, status `ALIVE`).
+    #[default]
+    Serverset,
+    /// Airbnb Nerve registrations (`host`, `port`, `name`, `weight`).
+    Nerve,
 }
 
 fn default_etcd_request_timeout() -> Dur {
@@ -926,6 +969,55 @@ impl UpstreamConfig {
                     ));
                 }
             }
+            Discovery::Zookeeper {
+                servers,
+                path,
+                format,
+                endpoint_name,
+                session_timeout,
+                request_timeout,
+            } => {
+                if !cfg!(feature = "zookeeper") {
+                    return Err(feature_off(format!("{d}.kind"), "zookeeper"));
+                }
+                if servers.is_empty() {
+                    return Err(FieldError::new(
+                        format!("{d}.servers"),
+                        "must list at least one ZooKeeper server",
+                    ));
+                }
+                if let Some(bad) = servers.iter().find(|s| {
+                    !matches!(s.rsplit_once(':'), Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
+                }) {
+                    return Err(FieldError::new(
+                        format!("{d}.servers"),
+                        format!("`{bad}` is not `host:port`"),
+                    ));
+                }
+                if !path.starts_with('/') || path.len() < 2 || path.ends_with('/') {
+                    return Err(FieldError::new(
+                        format!("{d}.path"),
+                        "must be an absolute ZooKeeper path such as `/services/users`",
+                    ));
+                }
+                match (format, endpoint_name) {
+                    (ZkFormat::Nerve, Some(_)) => {
+                        return Err(FieldError::new(
+                            format!("{d}.endpoint_name"),
+                            "is only for format = \"serverset\"",
+                        ));
+                    }
+                    (_, Some(name)) if name.is_empty() => {
+                        return Err(FieldError::new(
+                            format!("{d}.endpoint_name"),
+                            "must not be empty",
+                        ));
+                    }
+                    _ => {}
+                }
+                non_zero(&format!("{d}.session_timeout"), *session_timeout)?;
+                non_zero(&format!("{d}.request_timeout"), *request_timeout)?;
+            }
         }
         for (value, name) in [
             (self.limits.max_requests, "max_requests"),
@@ -1089,6 +1181,11 @@ mod tests {
                 "etcd",
                 cfg!(feature = "etcd"),
             ),
+            (
+                r#"discovery = { kind = "zookeeper", servers = ["127.0.0.1:2181"], path = "/svc", endpoint_name = "http" }"#,
+                "zookeeper",
+                cfg!(feature = "zookeeper"),
+            ),
         ];
         for (line, feature, enabled) in cases {
             let result = Config::from_toml(&GOOD.replace(static_, line));
@@ -1111,6 +1208,33 @@ mod tests {
                 (
                     r#"discovery = { kind = "etcd", endpoints = ["127.0.0.1:2379"], prefix = "/svc" }"#,
                     "upstreams.users.discovery.endpoints",
+                ),
+            ] {
+                let err = Config::from_toml(&GOOD.replace(static_, line)).unwrap_err();
+                assert!(err.contains(field), "{field} not in: {err}");
+            }
+        }
+        if cfg!(feature = "zookeeper") {
+            for (line, field) in [
+                (
+                    r#"discovery = { kind = "zookeeper", servers = [], path = "/svc" }"#,
+                    "upstreams.users.discovery.servers",
+                ),
+                (
+                    r#"discovery = { kind = "zookeeper", servers = ["127.0.0.1"], path = "/svc" }"#,
+                    "upstreams.users.discovery.servers",
+                ),
+                (
+                    r#"discovery = { kind = "zookeeper", servers = ["127.0.0.1:2181"], path = "svc" }"#,
+                    "upstreams.users.discovery.path",
+                ),
+                (
+                    r#"discovery = { kind = "zookeeper", servers = ["127.0.0.1:2181"], path = "/svc", format = "nerve", endpoint_name = "http" }"#,
+                    "upstreams.users.discovery.endpoint_name",
+                ),
+                (
+                    r#"discovery = { kind = "zookeeper", servers = ["127.0.0.1:2181"], path = "/svc", session_timeout = "0s" }"#,
+                    "upstreams.users.discovery.session_timeout",
                 ),
             ] {
                 let err = Config::from_toml(&GOOD.replace(static_, line)).unwrap_err();

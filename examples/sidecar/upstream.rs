@@ -309,7 +309,12 @@ pub async fn build(
 async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxError> {
     let p = || format!("upstreams.{name}.discovery");
     #[cfg_attr(
-        not(any(feature = "dns", feature = "file", feature = "etcd")),
+        not(any(
+            feature = "dns",
+            feature = "file",
+            feature = "etcd",
+            feature = "zookeeper"
+        )),
         allow(unused_variables)
     )]
     let labels = || MetricLabels::new().with("upstream", name.to_owned());
@@ -365,11 +370,45 @@ async fn discovery(name: &str, config: &Discovery) -> Result<BoxDiscover, BoxErr
                 .map_err(|e| format!("{}.endpoints: cannot use {endpoints:?}: {e}", p()))?;
             Ok(Box::pin(source.build(client).map_err(field(p(), &[]))?))
         }
+        #[cfg(feature = "zookeeper")]
+        Discovery::Zookeeper {
+            servers,
+            path,
+            format,
+            endpoint_name,
+            session_timeout,
+            request_timeout,
+        } => {
+            use meshwork::discover::zookeeper::{Ensemble, Format, ZkDiscover};
+            let format = match (format, endpoint_name) {
+                (crate::config::ZkFormat::Nerve, _) => Format::Nerve,
+                (crate::config::ZkFormat::Serverset, None) => Format::default(),
+                (crate::config::ZkFormat::Serverset, Some(name)) => {
+                    Format::server_set_endpoint(name.clone()).map_err(field(p(), &[]))?
+                }
+            };
+            // Sessions are made when the source is first polled: ZooKeeper being down is no
+            // error here; the source reports it and retries with its backoff.
+            let ensemble = Ensemble::new(servers)
+                .map_err(field(p(), &[]))?
+                .session_timeout(session_timeout.0);
+            let source = ZkDiscover::builder(path, format)
+                .map_err(field(p(), &[]))?
+                .request_timeout(request_timeout.0)
+                .labels(labels())
+                .build(ensemble)
+                .map_err(field(
+                    p(),
+                    &[("ensemble.session_timeout", "session_timeout")],
+                ))?;
+            Ok(Box::pin(source))
+        }
         #[allow(unreachable_patterns)]
         other => {
             let kind = match other {
                 Discovery::Dns { .. } => "dns",
                 Discovery::File { .. } => "file",
+                Discovery::Zookeeper { .. } => "zookeeper",
                 _ => "etcd",
             };
             Err(format!(

@@ -25,6 +25,8 @@
 //! | [`Manual`] / [`ManualDiscover`] | a handle the application pushes changes through (coalesced, bounded) | |
 //! | [`Dns`] | a `host:port` (A and AAAA) or an SRV name, re-resolved when the TTL expires | `dns` |
 //! | [`WatchFile`] | a JSON or TOML list of endpoints in a file, polled for changes | `file` |
+//! | `etcd::EtcdDiscover` | the keys under an etcd v3 prefix, watched | `etcd` |
+//! | `zookeeper::ZkDiscover` | the children of a ZooKeeper path (Finagle server sets, Nerve), watched | `zookeeper` |
 //!
 //! Any other stream of `Result<Update, E>` works too; wrap it in [`Instrumented`] to give it the same
 //! failure accounting as the built-in sources. To feed tower's own balancers, wrap a source in
@@ -48,6 +50,8 @@ mod endpoint;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod update;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 pub use self::endpoint::Endpoint;
 pub use self::update::{BoxDiscover, Update};
