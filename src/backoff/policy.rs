@@ -96,16 +96,19 @@ impl Backoff {
     }
 
     /// The first delay (for a constant backoff, the delay).
+    #[must_use]
     pub const fn base(&self) -> Duration {
         self.base
     }
 
     /// The cap.
+    #[must_use]
     pub const fn max(&self) -> Duration {
         self.max
     }
 
     /// The growth factor.
+    #[must_use]
     pub const fn factor(&self) -> f64 {
         self.factor
     }
@@ -124,6 +127,7 @@ impl Backoff {
 
     /// The documented `[low, high]` bounds of the delay for attempt `attempt` (starting at 0), given
     /// the previous delay `prev` (used by decorrelated jitter only).
+    #[must_use]
     pub fn bounds(&self, attempt: u32, prev: Duration) -> (Duration, Duration) {
         let (lo, hi) = self.bounds_nanos(attempt, prev);
         (Duration::from_nanos(lo), Duration::from_nanos(hi))
@@ -167,6 +171,7 @@ impl Backoff {
     }
 
     /// A new series of attempts, starting at attempt 0.
+    #[must_use]
     pub const fn sequence(&self) -> BackoffSeq {
         BackoffSeq::new(*self)
     }

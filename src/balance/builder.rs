@@ -68,6 +68,7 @@ impl Default for Builder {
 
 impl Builder {
     /// The default configuration.
+    #[must_use]
     pub fn new() -> Self {
         Self {
             max_wait: Duration::from_secs(1),
@@ -82,6 +83,7 @@ impl Builder {
 impl<C> Builder<C> {
     /// How long a request waits for an endpoint when none is ready, before failing with
     /// [`NoEndpoints`](super::NoEndpoints). Zero fails at once.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
@@ -89,6 +91,7 @@ impl<C> Builder<C> {
 
     /// The load metric: [`PeakEwma`](super::load::PeakEwma) or
     /// [`LeastInFlight`](super::load::LeastInFlight).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn load(mut self, load: impl Into<Load>) -> Self {
         self.load = load.into();
         self
@@ -116,12 +119,14 @@ impl<C> Builder<C> {
     }
 
     /// The source of randomness for picks (each clone draws its own generator from it).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels on every metric the balancer emits.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
@@ -245,6 +250,7 @@ impl<S> Balance<S> {
 impl Balance<()> {
     /// Configures a balancer (the service type is chosen by [`Builder::build`]); the same as
     /// [`Builder::new`].
+    #[must_use]
     pub fn builder() -> Builder {
         Builder::new()
     }

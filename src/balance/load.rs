@@ -60,6 +60,7 @@ impl Default for PeakEwma {
 impl PeakEwma {
     /// Sets the decay time constant. Zero is rejected by [`validate`](Self::validate) (when the
     /// balancer is built).
+    #[must_use]
     pub const fn with_decay(mut self, decay: Duration) -> Self {
         self.decay = decay;
         self
@@ -67,6 +68,7 @@ impl PeakEwma {
 
     /// Sets the latency estimate of an endpoint that has no sample yet. Zero is rejected by
     /// [`validate`](Self::validate) (when the balancer is built).
+    #[must_use]
     pub const fn with_initial_latency(mut self, latency: Duration) -> Self {
         self.initial_latency = latency;
         self
@@ -81,22 +83,26 @@ impl PeakEwma {
 
     /// Sets the least latency a failure counts for. Zero turns the penalty off (a failure then
     /// counts for its observed latency, as in tower).
+    #[must_use]
     pub const fn with_failure_penalty(mut self, penalty: Duration) -> Self {
         self.failure_penalty = penalty;
         self
     }
 
     /// The decay time constant.
+    #[must_use]
     pub const fn decay(&self) -> Duration {
         self.decay
     }
 
     /// The estimate of an endpoint with no sample yet.
+    #[must_use]
     pub const fn initial_latency(&self) -> Duration {
         self.initial_latency
     }
 
     /// The least latency a failure counts for.
+    #[must_use]
     pub const fn failure_penalty(&self) -> Duration {
         self.failure_penalty
     }
@@ -185,6 +191,7 @@ pub struct EndpointLoad {
 
 impl EndpointLoad {
     /// A new endpoint's load: nothing in flight, the initial latency estimate.
+    #[must_use]
     pub fn new(load: Load) -> Self {
         let (decay_ns, initial_ns, penalty_ns) = match load {
             Load::PeakEwma(p) => (

@@ -102,37 +102,44 @@ impl BreakerConfig {
     }
 
     /// How long a half-open period's probes may stay out before it is abandoned.
+    #[must_use]
     pub fn probe_timeout(&self) -> Duration {
         self.probe_timeout
     }
 
     /// The mode.
+    #[must_use]
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
     /// The consecutive-failure threshold, if that policy is on.
+    #[must_use]
     pub fn consecutive_failures(&self) -> Option<u32> {
         self.consecutive_failures
     }
 
     /// The success-rate policy, if on: (minimum success rate, window, minimum requests).
+    #[must_use]
     pub fn success_rate(&self) -> Option<(f64, Duration, u32)> {
         self.success_rate
             .map(|r| (r.min_rate, r.window, r.min_requests))
     }
 
     /// The slow-call threshold, if the slow-call policy is on.
+    #[must_use]
     pub fn slow_call(&self) -> Option<Duration> {
         self.slow_call
     }
 
     /// The open-state backoff.
+    #[must_use]
     pub fn backoff(&self) -> &Backoff {
         &self.backoff
     }
 
     /// How many probes a half-open breaker admits.
+    #[must_use]
     pub fn half_open_probes(&self) -> u32 {
         self.half_open_probes
     }

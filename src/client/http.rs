@@ -57,11 +57,13 @@ impl Default for HttpClientBuilder {
 
 impl HttpClientBuilder {
     /// Every default (see the [module docs](super)).
+    #[must_use]
     pub fn new() -> Self {
         Self::with_stack(ClientBuilder::new())
     }
 
     /// Starts from a configured generic stack; the HTTP classifier and replay are added.
+    #[must_use]
     pub fn with_stack(stack: ClientBuilder) -> Self {
         Self {
             stack: stack
@@ -75,12 +77,14 @@ impl HttpClientBuilder {
     }
 
     /// Sets the HTTP classifier (for example to retry every 5xx).
+    #[must_use]
     pub fn classify(mut self, classify: HttpClassify) -> Self {
         self.stack = self.stack.classify(classify);
         self
     }
 
     /// How to connect to each endpoint.
+    #[must_use]
     pub fn connect(mut self, connect: ConnectConfig) -> Self {
         self.connect = connect;
         self
@@ -88,6 +92,7 @@ impl HttpClientBuilder {
 
     /// The largest request body kept for replay (default 64 KiB); a larger body is sent once and
     /// never retried.
+    #[must_use]
     pub fn replay_limit(mut self, limit: usize) -> Self {
         self.replay_limit = limit;
         self
@@ -97,6 +102,7 @@ impl HttpClientBuilder {
     /// certificate (mutual TLS) and expected server identity, ALPN after the connect config's
     /// HTTP version. `https` URIs are refused without it. See [`crate::tls`].
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
         self.tls = Some(tls);
         self
@@ -104,21 +110,25 @@ impl HttpClientBuilder {
 
     /// The TLS settings, if connections are TLS (feature `tls`).
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn get_tls(&self) -> Option<&crate::tls::ClientTls> {
         self.tls.as_ref()
     }
 
     /// The body replay limit.
+    #[must_use]
     pub fn get_replay_limit(&self) -> usize {
         self.replay_limit
     }
 
     /// The connection settings.
+    #[must_use]
     pub fn get_connect(&self) -> &ConnectConfig {
         &self.connect
     }
 
     /// The generic stack's settings.
+    #[must_use]
     pub fn get_stack(&self) -> &ClientBuilder<HttpClassify, HttpReplay> {
         &self.stack
     }

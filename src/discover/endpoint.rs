@@ -30,6 +30,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint at `addr` with weight 1 and no labels.
+    #[must_use]
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
@@ -49,22 +50,26 @@ impl Endpoint {
     }
 
     /// Adds a metadata label.
+    #[must_use]
     pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.labels).insert(key.into(), value.into());
         self
     }
 
     /// The address.
+    #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The weight (at least 1).
+    #[must_use]
     pub fn weight(&self) -> u32 {
         self.weight
     }
 
     /// All labels.
+    #[must_use]
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }

@@ -130,12 +130,14 @@ pub struct WatchFileBuilder {
 
 impl WatchFileBuilder {
     /// How often the file is read (default 250 ms). Must be greater than zero.
+    #[must_use]
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
     /// Static labels for the source's metrics.
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
@@ -329,16 +331,19 @@ impl FileError {
     }
 
     /// The watched path.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The file does not exist (yet, or any more).
+    #[must_use]
     pub fn is_missing(&self) -> bool {
         matches!(&self.kind, Kind::Io(e) if e.kind() == io::ErrorKind::NotFound)
     }
 
     /// The file was read but its content is not a valid endpoint list.
+    #[must_use]
     pub fn is_malformed(&self) -> bool {
         matches!(self.kind, Kind::Malformed(_) | Kind::TooLarge(_))
     }

@@ -107,6 +107,7 @@ impl<K> DeadlineLayer<K> {
     }
 
     /// Whether a caller's incoming budget may shorten the deadline (default `true`).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn honor_incoming(mut self, yes: bool) -> Self {
         self.honor_incoming = yes;
         self

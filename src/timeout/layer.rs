@@ -31,6 +31,7 @@ impl TimeoutLayer {
     }
 
     /// The per-try timeout.
+    #[must_use]
     pub const fn timeout(&self) -> Duration {
         self.timeout
     }

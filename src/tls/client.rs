@@ -49,12 +49,14 @@ pub struct ClientTlsBuilder {
 
 impl ClientTlsBuilder {
     /// The trust bundle: CA certificates in a PEM file.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca = Some(path.into());
         self
     }
 
     /// The client certificate chain and its private key (PEM files), for mutual TLS.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.cert = Some((cert.into(), key.into()));
         self
@@ -62,18 +64,21 @@ impl ClientTlsBuilder {
 
     /// The identity the server must prove: a DNS name (checked against its DNS SANs, and sent as
     /// SNI) or a SPIFFE ID (checked against its URI SAN).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn server_identity(mut self, identity: impl Into<String>) -> Self {
         self.server_identity = Some(identity.into());
         self
     }
 
     /// How often the client certificate files are looked at for a change (non-zero).
+    #[must_use]
     pub fn reload_interval(mut self, every: Duration) -> Self {
         self.reload_interval = every;
         self
     }
 
     /// The longest a handshake may take (non-zero).
+    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -189,6 +194,7 @@ impl std::fmt::Debug for ClientTls {
 
 impl ClientTls {
     /// Every setting at its default (see [`ClientTlsBuilder`]).
+    #[must_use]
     pub fn builder() -> ClientTlsBuilder {
         ClientTlsBuilder {
             ca: None,
@@ -200,11 +206,13 @@ impl ClientTls {
     }
 
     /// The identity servers must prove.
+    #[must_use]
     pub fn server_identity(&self) -> &Identity {
         &self.0.identity
     }
 
     /// The serial number of the client certificate in use, if there is one.
+    #[must_use]
     pub fn client_cert_serial(&self) -> Option<String> {
         self.0.certs.as_ref().map(|c| c.serial())
     }

@@ -78,16 +78,19 @@ impl SpiffeId {
     }
 
     /// The trust domain, e.g. `mesh.local`.
+    #[must_use]
     pub fn trust_domain(&self) -> &str {
         &self.uri["spiffe://".len()..self.path_at]
     }
 
     /// The path, e.g. `/ns/shop/sa/orders` (empty for a trust domain's own ID).
+    #[must_use]
     pub fn path(&self) -> &str {
         &self.uri[self.path_at..]
     }
 
     /// The whole ID as a string.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.uri
     }
@@ -150,6 +153,7 @@ impl Identity {
     }
 
     /// The identity as a string: the SPIFFE ID, or the DNS name.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         match self {
             Identity::Spiffe(id) => id.as_str(),
@@ -209,12 +213,14 @@ impl PeerIdentity {
 
     /// The SPIFFE ID of the certificate's first `spiffe://` URI SAN if it has one, otherwise its
     /// first DNS SAN; `None` when it has neither.
+    #[must_use]
     pub fn identity(&self) -> Option<&Identity> {
         self.0.identity.as_ref()
     }
 
     /// The certificate's serial number, lowercase hex (no separators): tells one certificate of
     /// a workload from the next after a rotation.
+    #[must_use]
     pub fn serial(&self) -> &str {
         &self.0.serial
     }

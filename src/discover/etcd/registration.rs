@@ -171,6 +171,7 @@ impl RegistrationBuilder {
     /// raise a very short TTL to its own minimum (about 2 s with default settings).
     ///
     /// Checked by [`register`](Self::register).
+    #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -195,18 +196,21 @@ impl RegistrationBuilder {
     }
 
     /// The delays between keep-alive or re-registration attempts after a failure.
+    #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// The randomness for the backoff jitter (default: from entropy).
+    #[must_use]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// The key that will be written.
+    #[must_use]
     pub fn key(&self) -> &str {
         &self.key
     }

@@ -80,6 +80,7 @@ impl EtcdDiscover {
     }
 
     /// The watched prefix, always ending with `/`.
+    #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -122,6 +123,7 @@ impl EtcdDiscoverBuilder {
     /// The delays between attempts after a failure (default: full jitter from
     /// [`DEFAULT_BACKOFF_BASE`] to [`DEFAULT_BACKOFF_MAX`]). The series starts again once a watch
     /// has stayed up for the policy's `max`.
+    #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -131,24 +133,28 @@ impl EtcdDiscoverBuilder {
     /// zero is rejected by `build`. An established watch has no timeout: configure gRPC
     /// keep-alive on the client (`ConnectOptions::with_keep_alive`) to detect a silently dead
     /// connection.
+    #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// The randomness for the backoff jitter (default: from entropy).
+    #[must_use]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels for this source's metrics (feature `metrics`).
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// The watched prefix, always ending with `/`.
+    #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
