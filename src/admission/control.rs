@@ -159,6 +159,13 @@ impl AdmissionConfig {
     }
 
     /// Checks the settings (each error names its field).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `admission.window` (zero or over 1 hour),
+    /// `admission.buckets` (outside 1..=1000), `admission.success_threshold` (outside (0, 1]),
+    /// `admission.max_rejection_probability` (outside [0, 1]) or `admission.min_requests_per_sec`
+    /// (negative or not finite).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, reason| Err(ConfigError::new(field, reason));
         crate::error::non_zero("admission.window", self.window)?;
@@ -184,6 +191,10 @@ impl AdmissionConfig {
     }
 
     /// Checks the settings and builds the shared [`AdmissionControl`].
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), naming the first invalid field.
     pub fn build(self) -> Result<AdmissionControl, ConfigError> {
         self.validate()?;
         Ok(AdmissionControl::new(self))

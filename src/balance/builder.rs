@@ -133,6 +133,11 @@ impl<C> Builder<C> {
     }
 
     /// Checks the settings (the load metric's: see [`Load::validate`]); `build` calls it.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] with the path `load.decay` or `load.initial_latency` when that
+    /// [`PeakEwma`](super::load::PeakEwma) duration is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.load.validate().map_err(|e| e.within("load"))
     }
@@ -164,6 +169,10 @@ impl<C> Builder<C> {
     ///
     /// Fails when a setting is invalid (see [`validate`](Self::validate)).
     ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), before anything is spawned.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the discovery task is spawned on the current one).
@@ -187,6 +196,10 @@ impl<C> Builder<C> {
     /// [`Change`]s (every endpoint has weight 1). Any tower discovery source works.
     ///
     /// Fails when a setting is invalid (see [`validate`](Self::validate)).
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), before anything is spawned.
     ///
     /// # Panics
     ///

@@ -75,6 +75,10 @@ impl PeakEwma {
     }
 
     /// Checks the settings: `decay` and `initial_latency` must be non-zero.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `decay` or `initial_latency` when that duration is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::error::non_zero("decay", self.decay)?;
         crate::error::non_zero("initial_latency", self.initial_latency)?;
@@ -131,6 +135,11 @@ pub enum Load {
 
 impl Load {
     /// Checks the metric's settings (see [`PeakEwma::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// For [`Load::PeakEwma`], the [`ConfigError`] of [`PeakEwma::validate`]; never for
+    /// [`Load::LeastInFlight`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
             Load::PeakEwma(p) => p.validate(),

@@ -79,6 +79,10 @@ impl BreakerConfig {
     /// success over 10 s (10 buckets) with at least 5 requests; no slow-call policy; open for an
     /// equal-jitter exponential backoff from 1 s to 60 s; 1 half-open probe; [`Mode::Gate`]; no
     /// metric labels; randomness from the OS.
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder {
             config: BreakerConfig {
@@ -251,6 +255,13 @@ impl BreakerConfigBuilder {
     }
 
     /// Checks every value and returns the configuration, or the first invalid field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `consecutive_failures` (zero),
+    /// `min_success_rate` (outside (0, 1]), `window` (zero, or under 1 ns per bucket), `min_requests`
+    /// (zero), `window_buckets` (outside 1..=16), `slow_call` (zero), `half_open_probes` (outside
+    /// 1..=1024) or `probe_timeout` (zero).
     pub fn build(self) -> Result<BreakerConfig, ConfigError> {
         let c = &self.config;
         if c.consecutive_failures == Some(0) {

@@ -309,6 +309,12 @@ impl<C, R> ClientBuilder<C, R> {
     }
 
     /// Checks every setting, as [`build`](Self::build) does, and names the first invalid field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `total_timeout` or `per_try_timeout` (zero,
+    /// set or derived from the total; or a per-try timeout over the total), an `admission.*` field,
+    /// a `balance.load.*` field, or `breaker.mode` (anything but [`Mode::Gate`](crate::breaker::Mode::Gate)).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(total) = self.total_timeout {
             crate::error::non_zero("total_timeout", total)?;
@@ -352,6 +358,10 @@ impl<C, R> ClientBuilder<C, R> {
     /// Fails when a value or the combination is invalid, naming the field: a zero timeout (set, or
     /// derived from the total), a per-try timeout longer than the total, a breaker in fail-fast
     /// mode, an invalid `balance.load` or `admission` setting.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), before anything is spawned.
     pub fn build<D, E, M, S>(self, discover: D, mut make: M) -> Result<Client<S, C, R>, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,

@@ -148,6 +148,12 @@ impl HttpClientBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid setting: a `connect.*` field
+    /// (see [`ConnectConfig::validate`](crate::http::ConnectConfig::validate)) or one of the stack's
+    /// (see [`ClientBuilder::validate`](crate::client::ClientBuilder::validate)).
     pub fn build<D, E>(self, discover: D) -> Result<HttpClient, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,
@@ -158,6 +164,10 @@ impl HttpClientBuilder {
 
     /// Builds the client for requests with another body type `B` (for example a streaming body):
     /// `.build_with_body::<MyBody, _, _>(discover)`. Must run within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build): a [`ConfigError`] naming a `connect.*` field or one of the stack's.
     pub fn build_with_body<B, D, E>(self, discover: D) -> Result<HttpClient<B>, ConfigError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -260,6 +270,12 @@ where
     Self: Service<Request<B>, Response = HttpResponse, Error = BoxError> + Clone,
 {
     /// Sends one request through the stack.
+    ///
+    /// # Errors
+    ///
+    /// The stack's error, boxed: for example [`DeadlineExceeded`](crate::timeout::DeadlineExceeded)
+    /// or [`Elapsed`](crate::timeout::Elapsed) when the total or per-try timeout passes, [`NoEndpoints`](crate::balance::NoEndpoints) when no endpoint is available, or the
+    /// transport's error after retries are spent. Walk it with [`is_caused_by`](crate::is_caused_by).
     pub async fn request(&self, req: Request<B>) -> Result<HttpResponse, BoxError> {
         let mut svc = self.clone();
         std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
@@ -267,6 +283,11 @@ where
     }
 
     /// `GET uri`.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); also when `uri` cannot make a valid request (an
+    /// [`http::Error`](::http::Error)).
     pub async fn get(&self, uri: Uri) -> Result<HttpResponse, BoxError>
     where
         B: Default,
@@ -276,6 +297,11 @@ where
     }
 
     /// `POST uri` with `body`.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); also when `uri` cannot make a valid request (an
+    /// [`http::Error`](::http::Error)).
     pub async fn post(&self, uri: Uri, body: impl Into<B>) -> Result<HttpResponse, BoxError> {
         let req = Request::post(uri).body(body.into())?;
         self.request(req).await

@@ -192,6 +192,12 @@ impl DnsBuilder {
 
     /// Builds the source. Fails on invalid durations, an invalid name, or, without explicit name
     /// servers, an unreadable system resolver configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `min_refresh` or `timeout` (zero),
+    /// `max_refresh` (below `min_refresh`), `name` (not a valid DNS name), or `name_server` when none
+    /// is set and the system resolver configuration cannot be read.
     pub fn build(self) -> Result<Dns, ConfigError> {
         let min = crate::error::non_zero("min_refresh", self.min_refresh)?;
         crate::error::non_zero("timeout", self.timeout)?;

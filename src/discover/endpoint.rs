@@ -41,6 +41,10 @@ impl Endpoint {
 
     /// Sets the weight: an endpoint of weight 3 gets three times the traffic of one of weight 1, at
     /// equal load. Zero is rejected (remove the endpoint instead).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `weight` when `weight` is zero.
     pub fn with_weight(mut self, weight: u32) -> Result<Self, ConfigError> {
         if weight == 0 {
             return Err(ConfigError::new("weight", "must be at least 1"));

@@ -90,6 +90,10 @@ pub struct WatchFile {
 
 impl WatchFile {
     /// Watches `path` with the default settings.
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self::builder(path)
             .build()
@@ -144,6 +148,10 @@ impl WatchFileBuilder {
     }
 
     /// Builds the source; fails on a zero interval. The file is first read on the first poll.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `interval` when it is zero.
     pub fn build(self) -> Result<WatchFile, ConfigError> {
         let interval = crate::error::non_zero("interval", self.interval)?;
         let watcher = Watcher {

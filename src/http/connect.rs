@@ -140,6 +140,10 @@ impl ConnectConfig {
     /// [`HttpClientBuilder::build`](crate::client::HttpClientBuilder::build) calls it (the field
     /// path is then `connect.connect_timeout`); call it yourself before
     /// [`endpoint`](Self::endpoint) when you use the config alone.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `connect_timeout` or `pool_idle_timeout` when that timeout is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::error::non_zero("connect_timeout", self.connect_timeout)?;
         crate::error::non_zero("pool_idle_timeout", self.pool_idle_timeout)?;

@@ -145,6 +145,13 @@ impl LimitConfig {
     }
 
     /// Checks the settings and builds the shared [`Limiter`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `limit.min_limit` (zero), `limit.max_limit`
+    /// (below `min_limit`), `limit.tolerance` (below 1 or not finite), `limit.smoothing` (outside
+    /// (0, 1]), `limit.queue_size` (negative or not finite), `limit.long_window` (zero),
+    /// `limit.update_interval` (zero or over 1 hour) or `limit.min_samples` (zero).
     pub fn build(self) -> Result<Limiter, ConfigError> {
         let bad = |field, reason| Err(ConfigError::new(field, reason));
         if self.min_limit == 0 {

@@ -146,6 +146,11 @@ impl RetryBudgetBuilder {
     /// let err = RetryBudget::builder().ttl(Duration::from_millis(500)).build().unwrap_err();
     /// assert_eq!(err.field(), "ttl");
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `retry_ratio` when the ratio is outside 0..=10, not finite, or
+    /// positive but below one retry per million requests, or `ttl` when the TTL is outside 1 s..=60 s.
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
         if !self.ratio.is_finite() || !(0.0..=MAX_RATIO).contains(&self.ratio) {
             return Err(ConfigError::new(
@@ -232,6 +237,10 @@ impl Default for RetryBudget {
 impl RetryBudget {
     /// A budget with the default settings: 20% of requests, at least 10 retries a second, over 10 s.
     #[must_use]
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn new() -> Self {
         RetryBudgetBuilder::default()
             .build()
@@ -264,6 +273,10 @@ impl RetryBudget {
 
     /// Takes one retry from the budget, or fails with [`BudgetExhausted`] (counted in
     /// [`exhausted_count`](Self::exhausted_count)) when none is left.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExhausted`] when the budget holds less than one retry.
     pub fn withdraw(&self) -> Result<(), BudgetExhausted> {
         let i = &self.inner;
         let slice = self.slice();

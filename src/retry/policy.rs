@@ -77,6 +77,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The default policy for any `Clone` request: [`DefaultClassify`], [`CloneRequest`].
     #[must_use]
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn new() -> Self {
         Self {
             classify: DefaultClassify,

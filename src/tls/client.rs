@@ -86,6 +86,13 @@ impl ClientTlsBuilder {
 
     /// Reads the files and builds the client configuration. With a client certificate, it must
     /// run within a tokio runtime (a task watches the files).
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsConfigError`] naming the first bad field: `tls.reload_interval` or
+    /// `tls.handshake_timeout` (zero), `tls.server_identity` (unset, or neither a SPIFFE ID nor a DNS
+    /// name), `tls.ca` (unset or unreadable), `tls.cert` / `tls.key` (unreadable or not matching, or
+    /// a client certificate outside a tokio runtime), or `tls` when rustls rejects the configuration.
     pub fn build(self) -> Result<ClientTls, TlsConfigError> {
         super::describe_metrics();
         TlsConfigError::non_zero("tls.reload_interval", self.reload_interval)?;
@@ -219,6 +226,11 @@ impl ClientTls {
 
     /// Opens TLS over `tcp` to `addr`, offering `h2` when `h2`, else `http/1.1`. Returns the
     /// stream and the server's verified identity. A failure is counted and logged.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandshakeError`] with its [`FailureReason`] when the handshake fails, the server's
+    /// certificate or identity is rejected, or the handshake timeout passes.
     pub async fn connect(
         &self,
         tcp: TcpStream,

@@ -33,6 +33,11 @@ pub struct SpiffeId {
 
 impl SpiffeId {
     /// Parses a SPIFFE ID.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidIdentity`] naming the reason when `s` is longer than 2048 bytes, lacks the
+    /// `spiffe://` scheme, or has an empty or invalid trust domain or path.
     pub fn parse(s: &str) -> Result<Self, InvalidIdentity> {
         let bad = |reason| InvalidIdentity::new(s, reason);
         if s.len() > MAX_SPIFFE_LEN {
@@ -134,6 +139,11 @@ pub enum Identity {
 
 impl Identity {
     /// Parses an identity: a SPIFFE ID when it starts with `spiffe://`, otherwise a DNS name.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidIdentity`] when `s` is neither a valid SPIFFE ID (see [`SpiffeId::parse`]) nor a
+    /// DNS name.
     pub fn parse(s: &str) -> Result<Self, InvalidIdentity> {
         if s.starts_with("spiffe://") {
             return SpiffeId::parse(s).map(Identity::Spiffe);
@@ -142,6 +152,10 @@ impl Identity {
     }
 
     /// A DNS-name identity.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidIdentity`] when `s` is empty or not a valid DNS name.
     pub fn dns(s: &str) -> Result<Self, InvalidIdentity> {
         match rustls_pki_types::DnsName::try_from(s) {
             Ok(_) if !s.is_empty() => Ok(Identity::Dns(Arc::from(s.to_ascii_lowercase()))),

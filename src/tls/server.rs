@@ -86,6 +86,12 @@ impl TlsServerBuilder {
 
     /// Reads the files and builds the server. Must run within a tokio runtime (a task watches
     /// the certificate files).
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsConfigError`] naming the first bad field: `tls.reload_interval` or
+    /// `tls.handshake_timeout` (zero), `tls.cert` / `tls.key` (unset, unreadable or not matching, or
+    /// no tokio runtime), `tls.client_ca` (unreadable) or `tls` when rustls rejects the configuration.
     pub fn build(self) -> Result<TlsServer, TlsConfigError> {
         super::describe_metrics();
         TlsConfigError::non_zero("tls.reload_interval", self.reload_interval)?;
@@ -209,6 +215,11 @@ impl TlsServer {
 
     /// Runs the handshake on an accepted connection from `peer`, within the handshake timeout. A
     /// failure is counted and logged before it is returned.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandshakeError`] with its [`FailureReason`] when the handshake fails, the client's
+    /// certificate or identity is rejected, or the handshake timeout passes.
     pub async fn accept(
         &self,
         tcp: TcpStream,

@@ -63,11 +63,19 @@ impl fmt::Debug for EtcdDiscover {
 impl EtcdDiscover {
     /// Follows the keys under `prefix` (a `/` is appended if missing), with the default backoff
     /// and request timeout. An empty prefix is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `prefix` when `prefix` is empty or `/`.
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, ConfigError> {
         Self::builder(prefix)?.build(client)
     }
 
     /// A builder, to set the backoff, the request timeout, the randomness and the metric labels.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `prefix` when `prefix` is empty or `/`.
     pub fn builder(prefix: impl Into<String>) -> Result<EtcdDiscoverBuilder, ConfigError> {
         let prefix = normalize_prefix(prefix.into())?;
         Ok(EtcdDiscoverBuilder {
@@ -160,12 +168,20 @@ impl EtcdDiscoverBuilder {
     }
 
     /// Checks the settings, as [`build`](Self::build) does: `request_timeout` must be non-zero.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `request_timeout` when it is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::error::non_zero("request_timeout", self.request_timeout).map(drop)
     }
 
     /// The source, reading through `client`. Nothing is sent to etcd until the stream is polled.
     /// Fails when a setting is invalid (a zero `request_timeout`).
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate).
     pub fn build(self, client: Client) -> Result<EtcdDiscover, ConfigError> {
         self.validate()?;
         let seeds = self.seeds.unwrap_or_default();
