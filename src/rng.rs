@@ -33,7 +33,7 @@ pub struct SeedSource {
 
 const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// SplitMix64's output function: a bijective mix of a counter into a well-distributed seed.
+/// `SplitMix64`'s output function: a bijective mix of a counter into a well-distributed seed.
 /// Written here because it is three lines and is what makes the shared source lock-free.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
