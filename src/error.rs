@@ -33,6 +33,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// Creates an error for `field`, with a short `reason` such as "must be greater than zero".
+    #[must_use]
     pub const fn new(field: &'static str, reason: &'static str) -> Self {
         Self {
             field: Cow::Borrowed(field),
@@ -49,6 +50,7 @@ impl ConfigError {
     /// let err = ConfigError::new("decay", "must be greater than zero").within("balance.load");
     /// assert_eq!(err.field(), "balance.load.decay");
     /// ```
+    #[must_use]
     pub fn within(self, section: &str) -> Self {
         Self {
             field: Cow::Owned(format!("{section}.{}", self.field)),
@@ -57,11 +59,13 @@ impl ConfigError {
     }
 
     /// The path of the configuration field that holds the invalid value.
+    #[must_use]
     pub fn field(&self) -> &str {
         &self.field
     }
 
     /// Why the value was rejected.
+    #[must_use]
     pub const fn reason(&self) -> &'static str {
         self.reason
     }

@@ -33,7 +33,7 @@ pub struct SeedSource {
 
 const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// SplitMix64's output function: a bijective mix of a counter into a well-distributed seed.
+/// `SplitMix64`'s output function: a bijective mix of a counter into a well-distributed seed.
 /// Written here because it is three lines and is what makes the shared source lock-free.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -43,6 +43,7 @@ fn mix(mut z: u64) -> u64 {
 
 impl SeedSource {
     /// A deterministic source: the same seed gives the same sequence of generators.
+    #[must_use]
     pub fn from_seed(seed: u64) -> Self {
         Self {
             state: Arc::new(AtomicU64::new(seed)),
@@ -50,6 +51,7 @@ impl SeedSource {
     }
 
     /// A source seeded from the operating system's entropy.
+    #[must_use]
     pub fn from_entropy() -> Self {
         let mut os = rand::rngs::SysRng;
         let seed = rand::TryRng::try_next_u64(&mut os).unwrap_or_else(|_| {
@@ -63,6 +65,7 @@ impl SeedSource {
     }
 
     /// The next seed of the stream.
+    #[must_use]
     pub fn next_seed(&self) -> u64 {
         mix(self
             .state
@@ -71,6 +74,7 @@ impl SeedSource {
     }
 
     /// A new generator, seeded with [`next_seed`](Self::next_seed).
+    #[must_use]
     pub fn rng(&self) -> SmallRng {
         SmallRng::seed_from_u64(self.next_seed())
     }

@@ -38,11 +38,13 @@ pub struct MetricLabels(Arc<[(&'static str, String)]>);
 
 impl MetricLabels {
     /// No labels.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds (or replaces) a label.
+    #[must_use]
     pub fn with(self, key: &'static str, value: impl Into<String>) -> Self {
         let value = value.into();
         let mut v: Vec<_> = self.0.iter().filter(|(k, _)| *k != key).cloned().collect();
@@ -57,6 +59,7 @@ impl MetricLabels {
 
     /// The labels as `metrics` labels, plus `extra` (for example the endpoint address).
     #[cfg(feature = "metrics")]
+    #[must_use]
     pub fn to_metrics(&self, extra: &[(&'static str, String)]) -> Vec<metrics::Label> {
         self.0
             .iter()

@@ -27,6 +27,7 @@ use crate::telemetry::MetricLabels;
 /// assert!((rejection_probability(100, 10, 2.0, 1.0) - 80.0 / 101.0).abs() < 1e-12);
 /// assert_eq!(rejection_probability(100, 0, 2.0, 0.8), 0.8);
 /// ```
+#[must_use]
 pub fn rejection_probability(requests: u64, accepts: u64, k: f64, max: f64) -> f64 {
     let p = (requests as f64 - k * accepts as f64) / (requests as f64 + 1.0);
     p.clamp(0.0, max.max(0.0))
@@ -75,6 +76,7 @@ impl Default for AdmissionConfig {
 
 impl AdmissionConfig {
     /// The defaults of the table above.
+    #[must_use]
     pub fn new() -> Self {
         Self {
             window: Duration::from_secs(30),
@@ -88,12 +90,14 @@ impl AdmissionConfig {
     }
 
     /// How far back requests and accepts are counted (non-zero, at most 1 hour).
+    #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
 
     /// How many buckets the window slides by (1 to 1,000).
+    #[must_use]
     pub fn buckets(mut self, n: u32) -> Self {
         self.buckets = n;
         self
@@ -101,6 +105,7 @@ impl AdmissionConfig {
 
     /// The success rate below which the client starts rejecting, in `(0, 1]`; `K` of the SRE
     /// formula is its inverse.
+    #[must_use]
     pub fn success_threshold(mut self, t: f64) -> Self {
         self.success_threshold = t;
         self
@@ -108,45 +113,59 @@ impl AdmissionConfig {
 
     /// The highest rejection probability, in `[0, 1]` (below 1, some requests always go through
     /// and detect the upstream's recovery).
+    #[must_use]
     pub fn max_rejection_probability(mut self, p: f64) -> Self {
         self.max_rejection_probability = p;
         self
     }
 
     /// Below this many requests per second over the window, nothing is rejected (at least 0).
+    #[must_use]
     pub fn min_requests_per_sec(mut self, rps: f64) -> Self {
         self.min_requests_per_sec = rps;
         self
     }
 
     /// The source of the random draws (seed it for deterministic tests).
+    #[must_use]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels on the layer's metrics.
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// The window.
+    #[must_use]
     pub fn get_window(&self) -> Duration {
         self.window
     }
 
     /// The success threshold.
+    #[must_use]
     pub fn get_success_threshold(&self) -> f64 {
         self.success_threshold
     }
 
     /// The highest rejection probability.
+    #[must_use]
     pub fn get_max_rejection_probability(&self) -> f64 {
         self.max_rejection_probability
     }
 
     /// Checks the settings (each error names its field).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `admission.window` (zero or over 1 hour),
+    /// `admission.buckets` (outside 1..=1000), `admission.success_threshold` (outside (0, 1]),
+    /// `admission.max_rejection_probability` (outside [0, 1]) or `admission.min_requests_per_sec`
+    /// (negative or not finite).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, reason| Err(ConfigError::new(field, reason));
         crate::error::non_zero("admission.window", self.window)?;
@@ -172,6 +191,10 @@ impl AdmissionConfig {
     }
 
     /// Checks the settings and builds the shared [`AdmissionControl`].
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), naming the first invalid field.
     pub fn build(self) -> Result<AdmissionControl, ConfigError> {
         self.validate()?;
         Ok(AdmissionControl::new(self))
@@ -222,6 +245,7 @@ impl AdmissionControl {
     }
 
     /// The settings.
+    #[must_use]
     pub fn config(&self) -> &AdmissionConfig {
         &self.inner.config
     }
@@ -231,11 +255,13 @@ impl AdmissionControl {
     }
 
     /// The requests and accepts counted in the window ending at `now`.
+    #[must_use]
     pub fn counts(&self, now: Instant) -> (u64, u64) {
         self.inner.window.totals(self.nanos(now))
     }
 
     /// The probability that a request is rejected at `now`.
+    #[must_use]
     pub fn rejection_probability(&self, now: Instant) -> f64 {
         let i = &self.inner;
         let (requests, accepts) = self.counts(now);

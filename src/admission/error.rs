@@ -8,6 +8,7 @@ pub struct Rejected(());
 
 impl Rejected {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         Rejected(())
     }

@@ -12,6 +12,7 @@ pub struct AdmissionLayer<C = DefaultClassify> {
 
 impl AdmissionLayer {
     /// Admission control with `control`, classifying outcomes with [`DefaultClassify`].
+    #[must_use]
     pub fn new(control: AdmissionControl) -> Self {
         Self {
             control,

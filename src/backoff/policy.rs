@@ -56,6 +56,10 @@ impl Backoff {
     }
 
     /// Always waits `delay`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `delay` when `delay` is zero.
     pub fn constant(delay: Duration) -> Result<Self, ConfigError> {
         if delay.is_zero() {
             return Err(ConfigError::new("delay", "must be greater than zero"));
@@ -64,26 +68,46 @@ impl Backoff {
     }
 
     /// `min(max, base · 2ⁿ)`, without jitter.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `base` when `base` is zero, or `max` when `max` is below `base`.
     pub fn exponential(base: Duration, max: Duration) -> Result<Self, ConfigError> {
         Self::build(Kind::Exponential, base, max, 2.0)
     }
 
     /// Exponential with full jitter: `uniform(0, min(max, base · 2ⁿ))`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `base` when `base` is zero, or `max` when `max` is below `base`.
     pub fn full_jitter(base: Duration, max: Duration) -> Result<Self, ConfigError> {
         Self::build(Kind::FullJitter, base, max, 2.0)
     }
 
     /// Exponential with equal jitter: half the exponential delay, plus up to the other half at random.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `base` when `base` is zero, or `max` when `max` is below `base`.
     pub fn equal_jitter(base: Duration, max: Duration) -> Result<Self, ConfigError> {
         Self::build(Kind::EqualJitter, base, max, 2.0)
     }
 
     /// Decorrelated jitter: `min(max, uniform(base, previous · 3))`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `base` when `base` is zero, or `max` when `max` is below `base`.
     pub fn decorrelated_jitter(base: Duration, max: Duration) -> Result<Self, ConfigError> {
         Self::build(Kind::Decorrelated, base, max, 3.0)
     }
 
     /// Sets the growth factor (finite, at least 1). Has no effect on a constant backoff.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `factor` when `factor` is below 1, infinite or NaN.
     pub fn with_factor(mut self, factor: f64) -> Result<Self, ConfigError> {
         if !factor.is_finite() || factor < 1.0 {
             return Err(ConfigError::new(
@@ -96,16 +120,19 @@ impl Backoff {
     }
 
     /// The first delay (for a constant backoff, the delay).
+    #[must_use]
     pub const fn base(&self) -> Duration {
         self.base
     }
 
     /// The cap.
+    #[must_use]
     pub const fn max(&self) -> Duration {
         self.max
     }
 
     /// The growth factor.
+    #[must_use]
     pub const fn factor(&self) -> f64 {
         self.factor
     }
@@ -124,6 +151,7 @@ impl Backoff {
 
     /// The documented `[low, high]` bounds of the delay for attempt `attempt` (starting at 0), given
     /// the previous delay `prev` (used by decorrelated jitter only).
+    #[must_use]
     pub fn bounds(&self, attempt: u32, prev: Duration) -> (Duration, Duration) {
         let (lo, hi) = self.bounds_nanos(attempt, prev);
         (Duration::from_nanos(lo), Duration::from_nanos(hi))
@@ -167,6 +195,7 @@ impl Backoff {
     }
 
     /// A new series of attempts, starting at attempt 0.
+    #[must_use]
     pub const fn sequence(&self) -> BackoffSeq {
         BackoffSeq::new(*self)
     }

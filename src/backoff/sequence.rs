@@ -44,6 +44,7 @@ impl BackoffSeq {
     }
 
     /// How many delays have been drawn since the start or the last [`reset`](Self::reset).
+    #[must_use]
     pub const fn attempt(&self) -> u32 {
         self.attempt
     }
@@ -54,6 +55,7 @@ impl BackoffSeq {
     }
 
     /// The policy.
+    #[must_use]
     pub const fn policy(&self) -> &Backoff {
         &self.policy
     }

@@ -68,6 +68,7 @@ impl Default for Builder {
 
 impl Builder {
     /// The default configuration.
+    #[must_use]
     pub fn new() -> Self {
         Self {
             max_wait: Duration::from_secs(1),
@@ -82,6 +83,7 @@ impl Builder {
 impl<C> Builder<C> {
     /// How long a request waits for an endpoint when none is ready, before failing with
     /// [`NoEndpoints`](super::NoEndpoints). Zero fails at once.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
@@ -89,6 +91,7 @@ impl<C> Builder<C> {
 
     /// The load metric: [`PeakEwma`](super::load::PeakEwma) or
     /// [`LeastInFlight`](super::load::LeastInFlight).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn load(mut self, load: impl Into<Load>) -> Self {
         self.load = load.into();
         self
@@ -116,18 +119,25 @@ impl<C> Builder<C> {
     }
 
     /// The source of randomness for picks (each clone draws its own generator from it).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels on every metric the balancer emits.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// Checks the settings (the load metric's: see [`Load::validate`]); `build` calls it.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] with the path `load.decay` or `load.initial_latency` when that
+    /// [`PeakEwma`](super::load::PeakEwma) duration is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.load.validate().map_err(|e| e.within("load"))
     }
@@ -159,6 +169,10 @@ impl<C> Builder<C> {
     ///
     /// Fails when a setting is invalid (see [`validate`](Self::validate)).
     ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), before anything is spawned.
+    ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the discovery task is spawned on the current one).
@@ -182,6 +196,10 @@ impl<C> Builder<C> {
     /// [`Change`]s (every endpoint has weight 1). Any tower discovery source works.
     ///
     /// Fails when a setting is invalid (see [`validate`](Self::validate)).
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), before anything is spawned.
     ///
     /// # Panics
     ///
@@ -245,6 +263,7 @@ impl<S> Balance<S> {
 impl Balance<()> {
     /// Configures a balancer (the service type is chosen by [`Builder::build`]); the same as
     /// [`Builder::new`].
+    #[must_use]
     pub fn builder() -> Builder {
         Builder::new()
     }

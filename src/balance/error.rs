@@ -20,6 +20,7 @@ pub struct NoEndpoints(());
 
 impl NoEndpoints {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         NoEndpoints(())
     }
@@ -57,6 +58,7 @@ pub struct EndpointRemoved(());
 
 impl EndpointRemoved {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         EndpointRemoved(())
     }

@@ -60,6 +60,7 @@ impl Default for PeakEwma {
 impl PeakEwma {
     /// Sets the decay time constant. Zero is rejected by [`validate`](Self::validate) (when the
     /// balancer is built).
+    #[must_use]
     pub const fn with_decay(mut self, decay: Duration) -> Self {
         self.decay = decay;
         self
@@ -67,12 +68,17 @@ impl PeakEwma {
 
     /// Sets the latency estimate of an endpoint that has no sample yet. Zero is rejected by
     /// [`validate`](Self::validate) (when the balancer is built).
+    #[must_use]
     pub const fn with_initial_latency(mut self, latency: Duration) -> Self {
         self.initial_latency = latency;
         self
     }
 
     /// Checks the settings: `decay` and `initial_latency` must be non-zero.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `decay` or `initial_latency` when that duration is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::error::non_zero("decay", self.decay)?;
         crate::error::non_zero("initial_latency", self.initial_latency)?;
@@ -81,22 +87,26 @@ impl PeakEwma {
 
     /// Sets the least latency a failure counts for. Zero turns the penalty off (a failure then
     /// counts for its observed latency, as in tower).
+    #[must_use]
     pub const fn with_failure_penalty(mut self, penalty: Duration) -> Self {
         self.failure_penalty = penalty;
         self
     }
 
     /// The decay time constant.
+    #[must_use]
     pub const fn decay(&self) -> Duration {
         self.decay
     }
 
     /// The estimate of an endpoint with no sample yet.
+    #[must_use]
     pub const fn initial_latency(&self) -> Duration {
         self.initial_latency
     }
 
     /// The least latency a failure counts for.
+    #[must_use]
     pub const fn failure_penalty(&self) -> Duration {
         self.failure_penalty
     }
@@ -125,6 +135,11 @@ pub enum Load {
 
 impl Load {
     /// Checks the metric's settings (see [`PeakEwma::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// For [`Load::PeakEwma`], the [`ConfigError`] of [`PeakEwma::validate`]; never for
+    /// [`Load::LeastInFlight`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
             Load::PeakEwma(p) => p.validate(),
@@ -185,6 +200,7 @@ pub struct EndpointLoad {
 
 impl EndpointLoad {
     /// A new endpoint's load: nothing in flight, the initial latency estimate.
+    #[must_use]
     pub fn new(load: Load) -> Self {
         let (decay_ns, initial_ns, penalty_ns) = match load {
             Load::PeakEwma(p) => (

@@ -39,6 +39,7 @@ pub struct MeasureLayer<C = DefaultClassify> {
 
 impl MeasureLayer {
     /// Measures with `load`, classifying outcomes with [`DefaultClassify`].
+    #[must_use]
     pub const fn new(load: Load) -> Self {
         Self {
             load,

@@ -79,6 +79,10 @@ impl BreakerConfig {
     /// success over 10 s (10 buckets) with at least 5 requests; no slow-call policy; open for an
     /// equal-jitter exponential backoff from 1 s to 60 s; 1 half-open probe; [`Mode::Gate`]; no
     /// metric labels; randomness from the OS.
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder {
             config: BreakerConfig {
@@ -102,37 +106,44 @@ impl BreakerConfig {
     }
 
     /// How long a half-open period's probes may stay out before it is abandoned.
+    #[must_use]
     pub fn probe_timeout(&self) -> Duration {
         self.probe_timeout
     }
 
     /// The mode.
+    #[must_use]
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
     /// The consecutive-failure threshold, if that policy is on.
+    #[must_use]
     pub fn consecutive_failures(&self) -> Option<u32> {
         self.consecutive_failures
     }
 
     /// The success-rate policy, if on: (minimum success rate, window, minimum requests).
+    #[must_use]
     pub fn success_rate(&self) -> Option<(f64, Duration, u32)> {
         self.success_rate
             .map(|r| (r.min_rate, r.window, r.min_requests))
     }
 
     /// The slow-call threshold, if the slow-call policy is on.
+    #[must_use]
     pub fn slow_call(&self) -> Option<Duration> {
         self.slow_call
     }
 
     /// The open-state backoff.
+    #[must_use]
     pub fn backoff(&self) -> &Backoff {
         &self.backoff
     }
 
     /// How many probes a half-open breaker admits.
+    #[must_use]
     pub fn half_open_probes(&self) -> u32 {
         self.half_open_probes
     }
@@ -244,6 +255,13 @@ impl BreakerConfigBuilder {
     }
 
     /// Checks every value and returns the configuration, or the first invalid field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `consecutive_failures` (zero),
+    /// `min_success_rate` (outside (0, 1]), `window` (zero, or under 1 ns per bucket), `min_requests`
+    /// (zero), `window_buckets` (outside 1..=16), `slow_call` (zero), `half_open_probes` (outside
+    /// 1..=1024) or `probe_timeout` (zero).
     pub fn build(self) -> Result<BreakerConfig, ConfigError> {
         let c = &self.config;
         if c.consecutive_failures == Some(0) {

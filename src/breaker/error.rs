@@ -20,6 +20,7 @@ pub struct Open(());
 
 impl Open {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         Open(())
     }

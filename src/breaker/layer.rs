@@ -31,6 +31,7 @@ pub struct BreakerLayer<C = DefaultClassify> {
 
 impl BreakerLayer {
     /// A layer with this configuration, classifying with [`DefaultClassify`].
+    #[must_use]
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config,

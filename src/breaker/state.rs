@@ -38,6 +38,7 @@ pub enum State {
 
 impl State {
     /// The value of the `meshwork_breaker_state` gauge.
+    #[must_use]
     pub const fn gauge_value(self) -> f64 {
         match self {
             State::Closed => 0.0,

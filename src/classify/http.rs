@@ -45,6 +45,7 @@ pub struct HttpClassify {
 
 impl HttpClassify {
     /// The default HTTP classifier.
+    #[must_use]
     pub const fn new() -> Self {
         Self {
             retry_all_5xx: false,
@@ -68,6 +69,7 @@ impl HttpClassify {
     /// let c = HttpClassify::new().count_429_as_failure(true).classify(Ok::<_, &BoxError>(&busy));
     /// assert_eq!(c.class(), Class::Retryable);
     /// ```
+    #[must_use]
     pub const fn count_429_as_failure(mut self, yes: bool) -> Self {
         self.count_429 = yes;
         self
@@ -75,12 +77,14 @@ impl HttpClassify {
 
     /// Whether 5xx statuses other than 502, 503 and 504 are retryable (default `false`: a 500 usually
     /// means the request itself broke something, and would break it again).
+    #[must_use]
     pub const fn retry_all_5xx(mut self, yes: bool) -> Self {
         self.retry_all_5xx = yes;
         self
     }
 
     /// Classifies a status code alone (no `Retry-After`).
+    #[must_use]
     pub const fn classify_status(&self, status: StatusCode) -> Classification {
         match status.as_u16() {
             429 if !self.count_429 => Classification::throttled(),

@@ -46,11 +46,13 @@ pub enum Class {
 
 impl Class {
     /// `true` for [`Class::Retryable`] and [`Class::NonRetryable`].
+    #[must_use]
     pub const fn is_failure(self) -> bool {
         matches!(self, Class::Retryable | Class::NonRetryable)
     }
 
     /// `true` for [`Class::Success`].
+    #[must_use]
     pub const fn is_success(self) -> bool {
         matches!(self, Class::Success)
     }
@@ -78,6 +80,7 @@ pub struct Classification {
 
 impl Classification {
     /// A new classification of class `class`, with no retry hint.
+    #[must_use]
     pub const fn new(class: Class) -> Self {
         Self {
             class,
@@ -89,21 +92,25 @@ impl Classification {
     }
 
     /// A success.
+    #[must_use]
     pub const fn success() -> Self {
         Self::new(Class::Success)
     }
 
     /// A retryable failure.
+    #[must_use]
     pub const fn retryable() -> Self {
         Self::new(Class::Retryable)
     }
 
     /// A failure that must not be retried.
+    #[must_use]
     pub const fn non_retryable() -> Self {
         Self::new(Class::NonRetryable)
     }
 
     /// An outcome that counts neither as success nor as failure.
+    #[must_use]
     pub const fn ignorable() -> Self {
         Self::new(Class::Ignorable)
     }
@@ -123,6 +130,7 @@ impl Classification {
     /// assert_eq!(c.class(), Class::Ignorable);
     /// assert!(c.is_nack() && c.is_unsent());
     /// ```
+    #[must_use]
     pub const fn nack() -> Self {
         let mut c = Self::new(Class::Ignorable);
         c.unsent = true;
@@ -147,6 +155,7 @@ impl Classification {
     /// assert_eq!(c.class(), Class::Ignorable);
     /// assert!(c.is_throttled() && !c.is_unsent());
     /// ```
+    #[must_use]
     pub const fn throttled() -> Self {
         let mut c = Self::new(Class::Ignorable);
         c.throttled = true;
@@ -154,6 +163,7 @@ impl Classification {
     }
 
     /// Adds the server's `Retry-After` hint.
+    #[must_use]
     pub const fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
@@ -161,33 +171,39 @@ impl Classification {
 
     /// Marks the failure as proof that the request never reached the server (connection refused,
     /// HTTP/2 `REFUSED_STREAM`, ...): any request, even a non-idempotent one, may then be requeued.
+    #[must_use]
     pub const fn unsent(mut self) -> Self {
         self.unsent = true;
         self
     }
 
     /// The class.
+    #[must_use]
     pub const fn class(&self) -> Class {
         self.class
     }
 
     /// The server's `Retry-After` hint, if any.
+    #[must_use]
     pub const fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
     /// `true` when the failure proves the request never reached the server.
+    #[must_use]
     pub const fn is_unsent(&self) -> bool {
         self.unsent
     }
 
     /// `true` for a [throttled](Self::throttled) outcome: not counted against the endpoint, but
     /// retried.
+    #[must_use]
     pub const fn is_throttled(&self) -> bool {
         self.throttled
     }
 
     /// `true` for a [nack](Self::nack): refused before any work, safe to send elsewhere.
+    #[must_use]
     pub const fn is_nack(&self) -> bool {
         self.nack
     }

@@ -101,6 +101,7 @@ pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ClientBuilder {
     /// A builder with every layer on, at the defaults listed in the [module docs](super).
+    #[must_use]
     pub fn new() -> Self {
         Self {
             total_timeout: Some(DEFAULT_TOTAL_TIMEOUT),
@@ -121,6 +122,7 @@ impl ClientBuilder {
 impl<C, R> ClientBuilder<C, R> {
     /// Bounds each request, all tries included (non-zero, checked by `build`). See
     /// [`DeadlineLayer`].
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn total_timeout(mut self, total: Duration) -> Self {
         self.total_timeout = Some(total);
         self
@@ -128,18 +130,21 @@ impl<C, R> ClientBuilder<C, R> {
 
     /// No total timeout (and no deadline set on requests; one the caller set is still honoured
     /// by the retry layer).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn no_total_timeout(mut self) -> Self {
         self.total_timeout = None;
         self
     }
 
     /// Bounds each try, readiness wait included (non-zero, checked by `build`). See [`Timeout`].
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn per_try_timeout(mut self, timeout: Duration) -> Self {
         self.per_try_timeout = PerTry::Set(timeout);
         self
     }
 
     /// No per-try timeout.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn no_per_try_timeout(mut self) -> Self {
         self.per_try_timeout = PerTry::Off;
         self
@@ -149,12 +154,14 @@ impl<C, R> ClientBuilder<C, R> {
     /// [`replay`](Self::replay)), which is why it takes a policy with the default type parameters;
     /// its seed and labels, if set, are kept. Share a [`RetryBudget`](crate::retry::RetryBudget)
     /// between clients by giving their policies the same budget.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
     }
 
     /// No retries.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn no_retries(mut self) -> Self {
         self.retry = None;
         self
@@ -164,12 +171,14 @@ impl<C, R> ClientBuilder<C, R> {
     /// when the upstream as a whole rejects or fails, requests are rejected locally with
     /// [`admission::Rejected`](crate::admission::Rejected). Its settings are checked by `build`;
     /// its seed and labels are the builder's unless set. See [`admission`](crate::admission).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn admission(mut self, config: AdmissionConfig) -> Self {
         self.admission = Some(config);
         self
     }
 
     /// No admission control (the default).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn no_admission(mut self) -> Self {
         self.admission = None;
         self
@@ -177,12 +186,14 @@ impl<C, R> ClientBuilder<C, R> {
 
     /// The per-endpoint circuit breaker's configuration. It must be in [`Mode::Gate`]: under the
     /// balancer, an open breaker makes its endpoint unavailable.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(config);
         self
     }
 
     /// No circuit breakers.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn no_breaker(mut self) -> Self {
         self.breaker = None;
         self
@@ -191,6 +202,7 @@ impl<C, R> ClientBuilder<C, R> {
     /// The balancer's settings (load metric, wait for an endpoint). Its classifier is the
     /// client's (so it takes a builder with the default classifier); its seed and labels, if set,
     /// are kept.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn balance(mut self, balance: balance::Builder) -> Self {
         self.balance = balance;
         self
@@ -225,12 +237,14 @@ impl<C, R> ClientBuilder<C, R> {
     }
 
     /// The source of randomness for every layer (P2C picks, jitter): seed it for deterministic runs.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels on every metric the stack emits (for example `upstream="users"`).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
@@ -246,6 +260,7 @@ impl<C, R> ClientBuilder<C, R> {
     /// delete a series, so those of a removed endpoint stay (at their final values, the
     /// `meshwork_breaker_open` gauge back at 0) until the exporter drops idle series — configure
     /// its idle timeout (for example `PrometheusBuilder::idle_timeout`) when endpoints churn.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn endpoint_labels(mut self, on: bool) -> Self {
         self.endpoint_labels = on;
         self
@@ -294,6 +309,12 @@ impl<C, R> ClientBuilder<C, R> {
     }
 
     /// Checks every setting, as [`build`](Self::build) does, and names the first invalid field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `total_timeout` or `per_try_timeout` (zero,
+    /// set or derived from the total; or a per-try timeout over the total), an `admission.*` field,
+    /// a `balance.load.*` field, or `breaker.mode` (anything but [`Mode::Gate`](crate::breaker::Mode::Gate)).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(total) = self.total_timeout {
             crate::error::non_zero("total_timeout", total)?;
@@ -337,6 +358,10 @@ impl<C, R> ClientBuilder<C, R> {
     /// Fails when a value or the combination is invalid, naming the field: a zero timeout (set, or
     /// derived from the total), a per-try timeout longer than the total, a breaker in fail-fast
     /// mode, an invalid `balance.load` or `admission` setting.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate), before anything is spawned.
     pub fn build<D, E, M, S>(self, discover: D, mut make: M) -> Result<Client<S, C, R>, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,

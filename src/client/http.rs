@@ -57,11 +57,13 @@ impl Default for HttpClientBuilder {
 
 impl HttpClientBuilder {
     /// Every default (see the [module docs](super)).
+    #[must_use]
     pub fn new() -> Self {
         Self::with_stack(ClientBuilder::new())
     }
 
     /// Starts from a configured generic stack; the HTTP classifier and replay are added.
+    #[must_use]
     pub fn with_stack(stack: ClientBuilder) -> Self {
         Self {
             stack: stack
@@ -75,12 +77,14 @@ impl HttpClientBuilder {
     }
 
     /// Sets the HTTP classifier (for example to retry every 5xx).
+    #[must_use]
     pub fn classify(mut self, classify: HttpClassify) -> Self {
         self.stack = self.stack.classify(classify);
         self
     }
 
     /// How to connect to each endpoint.
+    #[must_use]
     pub fn connect(mut self, connect: ConnectConfig) -> Self {
         self.connect = connect;
         self
@@ -88,6 +92,7 @@ impl HttpClientBuilder {
 
     /// The largest request body kept for replay (default 64 KiB); a larger body is sent once and
     /// never retried.
+    #[must_use]
     pub fn replay_limit(mut self, limit: usize) -> Self {
         self.replay_limit = limit;
         self
@@ -97,6 +102,7 @@ impl HttpClientBuilder {
     /// certificate (mutual TLS) and expected server identity, ALPN after the connect config's
     /// HTTP version. `https` URIs are refused without it. See [`crate::tls`].
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
         self.tls = Some(tls);
         self
@@ -104,21 +110,25 @@ impl HttpClientBuilder {
 
     /// The TLS settings, if connections are TLS (feature `tls`).
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn get_tls(&self) -> Option<&crate::tls::ClientTls> {
         self.tls.as_ref()
     }
 
     /// The body replay limit.
+    #[must_use]
     pub fn get_replay_limit(&self) -> usize {
         self.replay_limit
     }
 
     /// The connection settings.
+    #[must_use]
     pub fn get_connect(&self) -> &ConnectConfig {
         &self.connect
     }
 
     /// The generic stack's settings.
+    #[must_use]
     pub fn get_stack(&self) -> &ClientBuilder<HttpClassify, HttpReplay> {
         &self.stack
     }
@@ -138,6 +148,12 @@ impl HttpClientBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid setting: a `connect.*` field
+    /// (see [`ConnectConfig::validate`](crate::http::ConnectConfig::validate)) or one of the stack's
+    /// (see [`ClientBuilder::validate`](crate::client::ClientBuilder::validate)).
     pub fn build<D, E>(self, discover: D) -> Result<HttpClient, ConfigError>
     where
         D: Stream<Item = Result<Update, E>> + Send + 'static,
@@ -148,6 +164,10 @@ impl HttpClientBuilder {
 
     /// Builds the client for requests with another body type `B` (for example a streaming body):
     /// `.build_with_body::<MyBody, _, _>(discover)`. Must run within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build): a [`ConfigError`] naming a `connect.*` field or one of the stack's.
     pub fn build_with_body<B, D, E>(self, discover: D) -> Result<HttpClient<B>, ConfigError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -250,6 +270,12 @@ where
     Self: Service<Request<B>, Response = HttpResponse, Error = BoxError> + Clone,
 {
     /// Sends one request through the stack.
+    ///
+    /// # Errors
+    ///
+    /// The stack's error, boxed: for example [`DeadlineExceeded`](crate::timeout::DeadlineExceeded)
+    /// or [`Elapsed`](crate::timeout::Elapsed) when the total or per-try timeout passes, [`NoEndpoints`](crate::balance::NoEndpoints) when no endpoint is available, or the
+    /// transport's error after retries are spent. Walk it with [`is_caused_by`](crate::is_caused_by).
     pub async fn request(&self, req: Request<B>) -> Result<HttpResponse, BoxError> {
         let mut svc = self.clone();
         std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
@@ -257,6 +283,11 @@ where
     }
 
     /// `GET uri`.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); also when `uri` cannot make a valid request (an
+    /// [`http::Error`](::http::Error)).
     pub async fn get(&self, uri: Uri) -> Result<HttpResponse, BoxError>
     where
         B: Default,
@@ -266,6 +297,11 @@ where
     }
 
     /// `POST uri` with `body`.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); also when `uri` cannot make a valid request (an
+    /// [`http::Error`](::http::Error)).
     pub async fn post(&self, uri: Uri, body: impl Into<B>) -> Result<HttpResponse, BoxError> {
         let req = Request::post(uri).body(body.into())?;
         self.request(req).await

@@ -138,6 +138,7 @@ impl DnsBuilder {
     /// Queries this name server (UDP, falling back to TCP) instead of the system's. May be called
     /// several times; the servers are then tried in order. Without any, the system configuration
     /// (`/etc/resolv.conf`) is used, search domains included.
+    #[must_use]
     pub fn name_server(mut self, addr: SocketAddr) -> Self {
         self.name_servers.push(addr);
         self
@@ -145,6 +146,7 @@ impl DnsBuilder {
 
     /// The shortest time between two resolutions (default 1 s); also where the retry delay after a
     /// failure starts. Must be greater than zero.
+    #[must_use]
     pub fn min_refresh(mut self, d: Duration) -> Self {
         self.min_refresh = d;
         self
@@ -152,6 +154,7 @@ impl DnsBuilder {
 
     /// The longest time between two resolutions, whatever the TTL (default 5 min); also the cap of
     /// the retry delay. Must be at least `min_refresh`.
+    #[must_use]
     pub fn max_refresh(mut self, d: Duration) -> Self {
         self.max_refresh = d;
         self
@@ -159,6 +162,7 @@ impl DnsBuilder {
 
     /// How long one query may take before it counts as failed (default 2 s). Must be greater than
     /// zero.
+    #[must_use]
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
@@ -166,18 +170,21 @@ impl DnsBuilder {
 
     /// Treats a negative answer (NXDOMAIN, or no records of the type asked) as a positive empty
     /// set instead of a failure (default `false`: keep the last set). See [`Dns`].
+    #[must_use]
     pub fn empty_on_negative(mut self, yes: bool) -> Self {
         self.empty_on_negative = yes;
         self
     }
 
     /// Static labels for the source's metrics.
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// The randomness for the retry jitter (default: from entropy).
+    #[must_use]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
@@ -185,6 +192,12 @@ impl DnsBuilder {
 
     /// Builds the source. Fails on invalid durations, an invalid name, or, without explicit name
     /// servers, an unreadable system resolver configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `min_refresh` or `timeout` (zero),
+    /// `max_refresh` (below `min_refresh`), `name` (not a valid DNS name), or `name_server` when none
+    /// is set and the system resolver configuration cannot be read.
     pub fn build(self) -> Result<Dns, ConfigError> {
         let min = crate::error::non_zero("min_refresh", self.min_refresh)?;
         crate::error::non_zero("timeout", self.timeout)?;
@@ -430,12 +443,14 @@ impl DnsError {
     }
 
     /// The name that failed to resolve (for SRV, possibly a record's target).
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// A negative answer: the name does not exist (NXDOMAIN) or has no records of the type asked,
     /// as opposed to a failure to get an answer (timeout, SERVFAIL, REFUSED, network error).
+    #[must_use]
     pub fn is_negative(&self) -> bool {
         self.cause
             .as_ref()

@@ -30,6 +30,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint at `addr` with weight 1 and no labels.
+    #[must_use]
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
@@ -40,6 +41,10 @@ impl Endpoint {
 
     /// Sets the weight: an endpoint of weight 3 gets three times the traffic of one of weight 1, at
     /// equal load. Zero is rejected (remove the endpoint instead).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `weight` when `weight` is zero.
     pub fn with_weight(mut self, weight: u32) -> Result<Self, ConfigError> {
         if weight == 0 {
             return Err(ConfigError::new("weight", "must be at least 1"));
@@ -49,22 +54,26 @@ impl Endpoint {
     }
 
     /// Adds a metadata label.
+    #[must_use]
     pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.labels).insert(key.into(), value.into());
         self
     }
 
     /// The address.
+    #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The weight (at least 1).
+    #[must_use]
     pub fn weight(&self) -> u32 {
         self.weight
     }
 
     /// All labels.
+    #[must_use]
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.labels
     }

@@ -90,6 +90,10 @@ pub struct WatchFile {
 
 impl WatchFile {
     /// Watches `path` with the default settings.
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self::builder(path)
             .build()
@@ -130,18 +134,24 @@ pub struct WatchFileBuilder {
 
 impl WatchFileBuilder {
     /// How often the file is read (default 250 ms). Must be greater than zero.
+    #[must_use]
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
     }
 
     /// Static labels for the source's metrics.
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// Builds the source; fails on a zero interval. The file is first read on the first poll.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `interval` when it is zero.
     pub fn build(self) -> Result<WatchFile, ConfigError> {
         let interval = crate::error::non_zero("interval", self.interval)?;
         let watcher = Watcher {
@@ -329,16 +339,19 @@ impl FileError {
     }
 
     /// The watched path.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The file does not exist (yet, or any more).
+    #[must_use]
     pub fn is_missing(&self) -> bool {
         matches!(&self.kind, Kind::Io(e) if e.kind() == io::ErrorKind::NotFound)
     }
 
     /// The file was read but its content is not a valid endpoint list.
+    #[must_use]
     pub fn is_malformed(&self) -> bool {
         matches!(self.kind, Kind::Malformed(_) | Kind::TooLarge(_))
     }

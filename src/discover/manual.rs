@@ -69,6 +69,7 @@ struct State {
 
 impl Manual {
     /// A handle whose set is not known yet.
+    #[must_use]
     pub fn new() -> Self {
         Self::build(State::default(), &MetricLabels::new())
     }
@@ -81,6 +82,7 @@ impl Manual {
     }
 
     /// A handle whose metrics carry `labels` (see the [module docs](super) for the metric names).
+    #[must_use]
     pub fn with_labels(labels: &MetricLabels) -> Self {
         Self::build(State::default(), labels)
     }
@@ -128,6 +130,7 @@ impl Manual {
     }
 
     /// The current set, or `None` if it is not known yet.
+    #[must_use]
     pub fn endpoints(&self) -> Option<Vec<Endpoint>> {
         let state = self.shared.tx.borrow();
         state

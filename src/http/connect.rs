@@ -37,6 +37,7 @@ pub struct TlsNotConfigured(());
 
 impl TlsNotConfigured {
     /// The error.
+    #[must_use]
     pub const fn new() -> Self {
         Self(())
     }
@@ -102,6 +103,7 @@ impl Default for ConnectConfig {
 
 impl ConnectConfig {
     /// The defaults in the table above.
+    #[must_use]
     pub const fn new() -> Self {
         Self {
             version: HttpVersion::Http1,
@@ -113,12 +115,14 @@ impl ConnectConfig {
     }
 
     /// Sets the HTTP version.
+    #[must_use]
     pub const fn version(mut self, version: HttpVersion) -> Self {
         self.version = version;
         self
     }
 
     /// Sets the connect timeout (non-zero: checked by [`validate`](Self::validate)).
+    #[must_use]
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -126,6 +130,7 @@ impl ConnectConfig {
 
     /// Sets how long an idle pooled connection is kept (non-zero: checked by
     /// [`validate`](Self::validate)).
+    #[must_use]
     pub const fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.pool_idle_timeout = timeout;
         self
@@ -135,6 +140,10 @@ impl ConnectConfig {
     /// [`HttpClientBuilder::build`](crate::client::HttpClientBuilder::build) calls it (the field
     /// path is then `connect.connect_timeout`); call it yourself before
     /// [`endpoint`](Self::endpoint) when you use the config alone.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `connect_timeout` or `pool_idle_timeout` when that timeout is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::error::non_zero("connect_timeout", self.connect_timeout)?;
         crate::error::non_zero("pool_idle_timeout", self.pool_idle_timeout)?;
@@ -142,29 +151,34 @@ impl ConnectConfig {
     }
 
     /// Sets how many idle connections are kept per endpoint (HTTP/1.1).
+    #[must_use]
     pub const fn max_idle_per_endpoint(mut self, max: usize) -> Self {
         self.max_idle_per_endpoint = max;
         self
     }
 
     /// Sets `TCP_NODELAY`.
+    #[must_use]
     pub const fn nodelay(mut self, yes: bool) -> Self {
         self.nodelay = yes;
         self
     }
 
     /// The HTTP version.
+    #[must_use]
     pub const fn get_version(&self) -> HttpVersion {
         self.version
     }
 
     /// The connect timeout.
+    #[must_use]
     pub const fn get_connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
     /// Builds the connection service for one endpoint: its own connection pool, plain TCP. An
     /// `https` request through it fails with [`TlsNotConfigured`].
+    #[must_use]
     pub fn endpoint<B>(&self, addr: SocketAddr) -> HttpEndpoint<B>
     where
         B: http_body::Body + Send + 'static + Unpin,
@@ -186,6 +200,7 @@ impl ConnectConfig {
     /// is TLS with `tls`'s trust bundle, client certificate and expected server identity, ALPN
     /// after [`version`](Self::version); the request's scheme does not matter.
     #[cfg(feature = "tls")]
+    #[must_use]
     pub fn tls_endpoint<B>(&self, addr: SocketAddr, tls: &crate::tls::ClientTls) -> HttpEndpoint<B>
     where
         B: http_body::Body + Send + 'static + Unpin,

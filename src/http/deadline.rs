@@ -25,6 +25,7 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// assert_eq!(parse_grpc_timeout("123456789S"), None); // nine digits
 /// assert_eq!(parse_grpc_timeout("10"), None); // no unit
 /// ```
+#[must_use]
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -53,6 +54,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 /// assert_eq!(format_grpc_timeout(Duration::from_nanos(1500)), "1500n");
 /// assert_eq!(format_grpc_timeout(Duration::from_secs(1000)), "1000000m");
 /// ```
+#[must_use]
 pub fn format_grpc_timeout(d: Duration) -> String {
     const MAX: u128 = 99_999_999;
     let nanos = d.as_nanos();
@@ -146,6 +148,7 @@ pub struct PropagateDeadlineLayer(());
 
 impl PropagateDeadlineLayer {
     /// Creates the layer.
+    #[must_use]
     pub const fn new() -> Self {
         Self(())
     }

@@ -34,6 +34,7 @@ pub struct FirstFrameLayer(());
 
 impl FirstFrameLayer {
     /// Creates the layer.
+    #[must_use]
     pub const fn new() -> Self {
         Self(())
     }

@@ -124,6 +124,11 @@ impl<B> ReplayBody<B> {
     }
 
     /// A copy of the body for another try, replaying it from the start.
+    ///
+    /// # Errors
+    ///
+    /// [`NotReplayable::BodyTooLarge`] when the body outgrew the replay buffer, and
+    /// [`NotReplayable::BodyInUse`] while another copy is still reading it.
     pub fn try_replay(&self) -> Result<Self, NotReplayable> {
         if self.is_too_large() {
             return Err(NotReplayable::BodyTooLarge);

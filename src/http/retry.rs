@@ -14,6 +14,7 @@ use crate::timeout::{CarryDeadline, Deadline};
 /// assert!(!is_idempotent(&Method::POST));
 /// assert!(!is_idempotent(&Method::PATCH));
 /// ```
+#[must_use]
 pub fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
@@ -49,6 +50,7 @@ pub struct HttpReplay(());
 
 impl HttpReplay {
     /// Creates it.
+    #[must_use]
     pub const fn new() -> Self {
         Self(())
     }

@@ -8,6 +8,7 @@ pub struct Nacked(());
 
 impl Nacked {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         Nacked(())
     }

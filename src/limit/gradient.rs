@@ -40,6 +40,7 @@ pub struct GradientParams {
 /// // Latency tripled: falls.
 /// assert!(next_limit(&p, 20.0, 30.0, 10.0, 20) < 20.0);
 /// ```
+#[must_use]
 pub fn next_limit(
     p: &GradientParams,
     limit: f64,

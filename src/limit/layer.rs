@@ -13,6 +13,7 @@ pub struct LimitLayer<N = NackError> {
 
 impl LimitLayer {
     /// Rejects over-limit requests with the [`Nacked`](super::Nacked) error.
+    #[must_use]
     pub fn new(limiter: Limiter) -> Self {
         Self {
             limiter,
@@ -25,6 +26,7 @@ impl LimitLayer {
 impl LimitLayer<super::HttpNack> {
     /// Rejects over-limit HTTP requests with `503 Service Unavailable` and `meshwork-nack: 1`
     /// (the inner service's error type is kept).
+    #[must_use]
     pub fn http(limiter: Limiter) -> Self {
         Self {
             limiter,

@@ -57,6 +57,7 @@ impl Default for LimitConfig {
 
 impl LimitConfig {
     /// The defaults of the table above.
+    #[must_use]
     pub fn new() -> Self {
         Self {
             initial_limit: 20,
@@ -73,18 +74,21 @@ impl LimitConfig {
     }
 
     /// The limit before the first update (clamped into `[min_limit, max_limit]`).
+    #[must_use]
     pub fn initial_limit(mut self, n: u32) -> Self {
         self.initial_limit = n;
         self
     }
 
     /// The lowest limit (at least 1).
+    #[must_use]
     pub fn min_limit(mut self, n: u32) -> Self {
         self.min_limit = n;
         self
     }
 
     /// The highest limit (at least `min_limit`).
+    #[must_use]
     pub fn max_limit(mut self, n: u32) -> Self {
         self.max_limit = n;
         self
@@ -92,48 +96,62 @@ impl LimitConfig {
 
     /// How much slower than the long-term latency the recent latency may be before the limit falls
     /// (at least 1).
+    #[must_use]
     pub fn tolerance(mut self, t: f64) -> Self {
         self.tolerance = t;
         self
     }
 
     /// The weight of each update, in `(0, 1]`.
+    #[must_use]
     pub fn smoothing(mut self, s: f64) -> Self {
         self.smoothing = s;
         self
     }
 
     /// The headroom added to the limit at each update (at least 0).
+    #[must_use]
     pub fn queue_size(mut self, q: f64) -> Self {
         self.queue_size = q;
         self
     }
 
     /// The number of updates the long-term latency averages over (at least 1).
+    #[must_use]
     pub fn long_window(mut self, n: u32) -> Self {
         self.long_window = n;
         self
     }
 
     /// The least time between two updates (non-zero).
+    #[must_use]
     pub fn update_interval(mut self, d: Duration) -> Self {
         self.update_interval = d;
         self
     }
 
     /// The least number of latency samples an update needs (at least 1).
+    #[must_use]
     pub fn min_samples(mut self, n: u32) -> Self {
         self.min_samples = n;
         self
     }
 
     /// Static labels on the limit's metrics.
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// Checks the settings and builds the shared [`Limiter`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid field: `limit.min_limit` (zero), `limit.max_limit`
+    /// (below `min_limit`), `limit.tolerance` (below 1 or not finite), `limit.smoothing` (outside
+    /// (0, 1]), `limit.queue_size` (negative or not finite), `limit.long_window` (zero),
+    /// `limit.update_interval` (zero or over 1 hour) or `limit.min_samples` (zero).
     pub fn build(self) -> Result<Limiter, ConfigError> {
         let bad = |field, reason| Err(ConfigError::new(field, reason));
         if self.min_limit == 0 {
@@ -246,21 +264,25 @@ impl Limiter {
     }
 
     /// The current limit.
+    #[must_use]
     pub fn limit(&self) -> u64 {
         self.inner.limit.load(Ordering::Relaxed)
     }
 
     /// Requests admitted and not yet answered.
+    #[must_use]
     pub fn in_flight(&self) -> u64 {
         self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     /// Requests rejected so far.
+    #[must_use]
     pub fn rejected(&self) -> u64 {
         self.inner.rejected.load(Ordering::Relaxed)
     }
 
     /// The long-term latency the controller compares against (`None` before the first update).
+    #[must_use]
     pub fn long_rtt(&self) -> Option<Duration> {
         let ns = f64::from_bits(self.inner.long_rtt.load(Ordering::Relaxed));
         (ns > 0.0).then(|| Duration::from_nanos(ns as u64))
@@ -268,6 +290,7 @@ impl Limiter {
 
     /// Takes a slot if one is free: `None` means the request must be rejected (and has been
     /// counted as a rejection).
+    #[must_use]
     pub fn try_acquire(&self) -> Option<Permit> {
         let i = &self.inner;
         let limit = i.limit.load(Ordering::Relaxed);

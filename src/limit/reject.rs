@@ -6,6 +6,11 @@ use super::Nacked;
 /// [`HttpNack`](super::HttpNack) answers `503` with `meshwork-nack: 1`.
 pub trait Reject<Res, E> {
     /// The outcome of one rejected request.
+    ///
+    /// # Errors
+    ///
+    /// Always, for a rejecting implementation such as [`NackError`]; an implementation may instead
+    /// answer `Ok` with a response (for example a 503).
     fn reject(&self) -> Result<Res, E>;
 }
 

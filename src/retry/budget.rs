@@ -114,6 +114,7 @@ impl Default for RetryBudgetBuilder {
 impl RetryBudgetBuilder {
     /// The share of requests that may be retried: `0.2` allows one retry per five requests, `2.0`
     /// two retries per request (default `0.2`).
+    #[must_use]
     pub const fn retry_ratio(mut self, ratio: f64) -> Self {
         self.ratio = ratio;
         self
@@ -121,12 +122,14 @@ impl RetryBudgetBuilder {
 
     /// Retries allowed per second whatever the traffic, so a quiet client can still retry
     /// (default 10).
+    #[must_use]
     pub const fn min_retries_per_sec(mut self, n: u32) -> Self {
         self.min_per_sec = n;
         self
     }
 
     /// How long a deposit or a withdrawal counts (default 10 s).
+    #[must_use]
     pub const fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -143,6 +146,11 @@ impl RetryBudgetBuilder {
     /// let err = RetryBudget::builder().ttl(Duration::from_millis(500)).build().unwrap_err();
     /// assert_eq!(err.field(), "ttl");
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `retry_ratio` when the ratio is outside 0..=10, not finite, or
+    /// positive but below one retry per million requests, or `ttl` when the TTL is outside 1 s..=60 s.
     pub fn build(self) -> Result<RetryBudget, ConfigError> {
         if !self.ratio.is_finite() || !(0.0..=MAX_RATIO).contains(&self.ratio) {
             return Err(ConfigError::new(
@@ -228,6 +236,11 @@ impl Default for RetryBudget {
 
 impl RetryBudget {
     /// A budget with the default settings: 20% of requests, at least 10 retries a second, over 10 s.
+    #[must_use]
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn new() -> Self {
         RetryBudgetBuilder::default()
             .build()
@@ -235,6 +248,7 @@ impl RetryBudget {
     }
 
     /// A builder, starting from the default settings.
+    #[must_use]
     pub fn builder() -> RetryBudgetBuilder {
         RetryBudgetBuilder::default()
     }
@@ -259,6 +273,10 @@ impl RetryBudget {
 
     /// Takes one retry from the budget, or fails with [`BudgetExhausted`] (counted in
     /// [`exhausted_count`](Self::exhausted_count)) when none is left.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExhausted`] when the budget holds less than one retry.
     pub fn withdraw(&self) -> Result<(), BudgetExhausted> {
         let i = &self.inner;
         let slice = self.slice();
@@ -295,26 +313,31 @@ impl RetryBudget {
     }
 
     /// The number of retries the budget would allow now.
+    #[must_use]
     pub fn available(&self) -> u64 {
         u64::try_from(self.balance_at(self.slice()) / UNIT).unwrap_or(0)
     }
 
     /// How many withdrawals failed because the budget was empty, since it was built.
+    #[must_use]
     pub fn exhausted_count(&self) -> u64 {
         self.inner.exhausted.load(Ordering::Relaxed)
     }
 
     /// The share of requests that may be retried.
+    #[must_use]
     pub fn retry_ratio(&self) -> f64 {
         self.inner.ratio
     }
 
     /// The retries allowed per second whatever the traffic.
+    #[must_use]
     pub fn min_retries_per_sec(&self) -> u32 {
         self.inner.min_per_sec
     }
 
     /// How long a deposit or a withdrawal counts.
+    #[must_use]
     pub fn ttl(&self) -> Duration {
         self.inner.ttl
     }

@@ -42,6 +42,11 @@ pub trait Budget: Any + fmt::Debug + Send + Sync {
     fn deposit(&self);
 
     /// Takes one retry or requeue, or fails when none is left.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExhausted`] when the budget allows no retry now; the caller then returns the
+    /// failure without retrying.
     fn withdraw(&self) -> Result<(), BudgetExhausted>;
 
     /// The retries the budget would allow now, if it can tell (for reports and tests).

@@ -13,6 +13,7 @@ pub struct BudgetExhausted(());
 
 impl BudgetExhausted {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         Self(())
     }

@@ -33,6 +33,7 @@ impl<C, R> RetryLayer<C, R> {
     }
 
     /// The policy.
+    #[must_use]
     pub fn policy(&self) -> &RetryPolicy<C, R> {
         &self.shared.policy
     }

@@ -76,6 +76,11 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The default policy for any `Clone` request: [`DefaultClassify`], [`CloneRequest`].
+    #[must_use]
+    #[allow(
+        clippy::missing_panics_doc,
+        reason = "only `expect`s on constant, tested defaults"
+    )]
     pub fn new() -> Self {
         Self {
             classify: DefaultClassify,
@@ -98,6 +103,7 @@ impl RetryPolicy<crate::classify::HttpClassify, crate::http::HttpReplay> {
     /// The default policy for HTTP requests with a [`ReplayBody`](crate::http::ReplayBody):
     /// [`HttpClassify`](crate::classify::HttpClassify) and
     /// [`HttpReplay`](crate::http::HttpReplay) (idempotent methods only, unless unsent).
+    #[must_use]
     pub fn http() -> Self {
         RetryPolicy::new()
             .classify(crate::classify::HttpClassify::new())
@@ -141,6 +147,7 @@ impl<C, R> RetryPolicy<C, R> {
 
     /// The most retries of one request after failures that may have reached the server (default
     /// 2; 0 disables them, requeues remain).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub const fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
         self
@@ -148,12 +155,14 @@ impl<C, R> RetryPolicy<C, R> {
 
     /// The most requeues of one request after failures that prove it never reached the server
     /// (default 2).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub const fn max_requeues(mut self, n: u32) -> Self {
         self.max_requeues = n;
         self
     }
 
     /// The wait before each retry or requeue (attempt numbers count both).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub const fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -161,6 +170,7 @@ impl<C, R> RetryPolicy<C, R> {
 
     /// The longest wait a server's `Retry-After` can impose (default 10 s): the layer waits
     /// `max(backoff, min(retry_after, cap))`. Zero ignores `Retry-After` (the backoff alone).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub const fn retry_after_cap(mut self, cap: Duration) -> Self {
         self.retry_after_cap = cap;
         self
@@ -168,6 +178,7 @@ impl<C, R> RetryPolicy<C, R> {
 
     /// The least time a try needs: a retry starts only if at least this much is left before the
     /// request's deadline once its backoff has elapsed (default 1 ms; zero allowed).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub const fn min_try_time(mut self, t: Duration) -> Self {
         self.min_try_time = t;
         self
@@ -178,18 +189,21 @@ impl<C, R> RetryPolicy<C, R> {
     ///
     /// Any [`Budget`] works: [`RetryBudget`] (the default), [`AlwaysRetry`](super::AlwaysRetry),
     /// [`NeverRetry`](super::NeverRetry), or your own.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn budget(mut self, budget: impl Budget) -> Self {
         self.budget = std::sync::Arc::new(budget);
         self
     }
 
     /// The source of the backoff jitter (seed it for deterministic tests).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels on every metric the layer emits.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self

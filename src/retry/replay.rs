@@ -59,6 +59,11 @@ pub trait Replay<Req> {
     /// A copy of `req` for another try. Called before the first try (the copy is sent, the
     /// original kept) and before each retry. An error before the first try means the request is
     /// sent once, never retried.
+    ///
+    /// # Errors
+    ///
+    /// [`NotReplayable`] when no copy can be made (for example a body already streamed or too
+    /// large to buffer); the request is then sent once and not retried.
     fn replay(&self, req: &Req) -> Result<Req, NotReplayable>;
 
     /// The request's deadline: no retry and no backoff sleep starts that cannot end before it.

@@ -31,6 +31,7 @@ tokio::task_local! {
 /// # Ok(())
 /// # }
 /// ```
+#[must_use]
 pub fn current_deadline() -> Option<Deadline> {
     DEADLINE.try_with(|d| *d).ok()
 }

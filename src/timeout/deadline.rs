@@ -22,37 +22,44 @@ pub struct Deadline {
 
 impl Deadline {
     /// A deadline at `at`.
+    #[must_use]
     pub const fn at(at: Instant) -> Self {
         Self { at }
     }
 
     /// A deadline `budget` from now (a budget too large for `Instant` arithmetic, up to
     /// `Duration::MAX`, saturates to about 30 years away).
+    #[must_use]
     pub fn after(budget: Duration) -> Self {
         Self::at(crate::util::deadline_after(Instant::now(), budget))
     }
 
     /// The instant.
+    #[must_use]
     pub const fn instant(&self) -> Instant {
         self.at
     }
 
     /// The time left, as of `now` (zero once passed).
+    #[must_use]
     pub fn remaining_at(&self, now: Instant) -> Duration {
         self.at.saturating_duration_since(now)
     }
 
     /// The time left, reading the clock.
+    #[must_use]
     pub fn remaining(&self) -> Duration {
         self.remaining_at(Instant::now())
     }
 
     /// `true` when the deadline has passed as of `now`.
+    #[must_use]
     pub fn is_expired_at(&self, now: Instant) -> bool {
         now >= self.at
     }
 
     /// `true` when something that takes `duration`, started at `now`, would finish in time.
+    #[must_use]
     pub fn fits(&self, now: Instant, duration: Duration) -> bool {
         now.checked_add(duration).is_some_and(|end| end <= self.at)
     }

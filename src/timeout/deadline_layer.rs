@@ -46,6 +46,10 @@ pub struct DeadlineLayer<K = InRequest> {
 
 impl DeadlineLayer {
     /// Every request gets at most `total`. A zero total is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `total` when `total` is zero.
     pub const fn new(total: Duration) -> Result<Self, ConfigError> {
         if total.is_zero() {
             return Err(ConfigError::new("total", "must be greater than zero"));
@@ -60,6 +64,10 @@ impl DeadlineLayer {
 
     /// No local total: a request gets the budget its caller sent, capped by `max`; a request
     /// without one gets `max`. A zero maximum is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_incoming` when `max` is zero.
     pub const fn from_incoming(max: Duration) -> Result<Self, ConfigError> {
         if max.is_zero() {
             return Err(ConfigError::new(
@@ -96,6 +104,10 @@ impl<K> DeadlineLayer<K> {
 
 impl<K> DeadlineLayer<K> {
     /// Caps a caller's incoming budget (default: no cap beyond `total`). A zero cap is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `max_incoming` when `max` is zero.
     pub fn max_incoming(mut self, max: Duration) -> Result<Self, ConfigError> {
         match crate::error::non_zero("max_incoming", max) {
             Ok(max) => {
@@ -107,6 +119,7 @@ impl<K> DeadlineLayer<K> {
     }
 
     /// Whether a caller's incoming budget may shorten the deadline (default `true`).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn honor_incoming(mut self, yes: bool) -> Self {
         self.honor_incoming = yes;
         self

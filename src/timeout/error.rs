@@ -6,6 +6,7 @@ pub struct Elapsed(());
 
 impl Elapsed {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         Elapsed(())
     }
@@ -26,6 +27,7 @@ pub struct DeadlineExceeded(());
 
 impl DeadlineExceeded {
     /// Creates the error.
+    #[must_use]
     pub const fn new() -> Self {
         DeadlineExceeded(())
     }

@@ -23,6 +23,10 @@ pub struct TimeoutLayer {
 
 impl TimeoutLayer {
     /// A layer that gives each try `timeout`, readiness wait included. A zero timeout is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `timeout` when `timeout` is zero.
     pub const fn new(timeout: Duration) -> Result<Self, ConfigError> {
         if timeout.is_zero() {
             return Err(ConfigError::new("timeout", "must be greater than zero"));
@@ -31,6 +35,7 @@ impl TimeoutLayer {
     }
 
     /// The per-try timeout.
+    #[must_use]
     pub const fn timeout(&self) -> Duration {
         self.timeout
     }

@@ -41,6 +41,10 @@ pub struct Timeout<S> {
 
 impl<S> Timeout<S> {
     /// Wraps `inner` with a per-try `timeout`. A zero timeout is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `timeout` when `timeout` is zero.
     pub fn new(inner: S, timeout: Duration) -> Result<Self, ConfigError> {
         crate::error::non_zero("timeout", timeout).map(|t| Self::from_parts(inner, t))
     }

@@ -49,12 +49,14 @@ pub struct ClientTlsBuilder {
 
 impl ClientTlsBuilder {
     /// The trust bundle: CA certificates in a PEM file.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca = Some(path.into());
         self
     }
 
     /// The client certificate chain and its private key (PEM files), for mutual TLS.
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.cert = Some((cert.into(), key.into()));
         self
@@ -62,18 +64,21 @@ impl ClientTlsBuilder {
 
     /// The identity the server must prove: a DNS name (checked against its DNS SANs, and sent as
     /// SNI) or a SPIFFE ID (checked against its URI SAN).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn server_identity(mut self, identity: impl Into<String>) -> Self {
         self.server_identity = Some(identity.into());
         self
     }
 
     /// How often the client certificate files are looked at for a change (non-zero).
+    #[must_use]
     pub fn reload_interval(mut self, every: Duration) -> Self {
         self.reload_interval = every;
         self
     }
 
     /// The longest a handshake may take (non-zero).
+    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -81,6 +86,13 @@ impl ClientTlsBuilder {
 
     /// Reads the files and builds the client configuration. With a client certificate, it must
     /// run within a tokio runtime (a task watches the files).
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsConfigError`] naming the first bad field: `tls.reload_interval` or
+    /// `tls.handshake_timeout` (zero), `tls.server_identity` (unset, or neither a SPIFFE ID nor a DNS
+    /// name), `tls.ca` (unset or unreadable), `tls.cert` / `tls.key` (unreadable or not matching, or
+    /// a client certificate outside a tokio runtime), or `tls` when rustls rejects the configuration.
     pub fn build(self) -> Result<ClientTls, TlsConfigError> {
         super::describe_metrics();
         TlsConfigError::non_zero("tls.reload_interval", self.reload_interval)?;
@@ -189,6 +201,7 @@ impl std::fmt::Debug for ClientTls {
 
 impl ClientTls {
     /// Every setting at its default (see [`ClientTlsBuilder`]).
+    #[must_use]
     pub fn builder() -> ClientTlsBuilder {
         ClientTlsBuilder {
             ca: None,
@@ -200,17 +213,24 @@ impl ClientTls {
     }
 
     /// The identity servers must prove.
+    #[must_use]
     pub fn server_identity(&self) -> &Identity {
         &self.0.identity
     }
 
     /// The serial number of the client certificate in use, if there is one.
+    #[must_use]
     pub fn client_cert_serial(&self) -> Option<String> {
         self.0.certs.as_ref().map(|c| c.serial())
     }
 
     /// Opens TLS over `tcp` to `addr`, offering `h2` when `h2`, else `http/1.1`. Returns the
     /// stream and the server's verified identity. A failure is counted and logged.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandshakeError`] with its [`FailureReason`] when the handshake fails, the server's
+    /// certificate or identity is rejected, or the handshake timeout passes.
     pub async fn connect(
         &self,
         tcp: TcpStream,

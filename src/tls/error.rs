@@ -28,6 +28,7 @@ impl InvalidIdentity {
     }
 
     /// Why it was rejected.
+    #[must_use]
     pub fn reason(&self) -> &'static str {
         self.reason
     }
@@ -68,11 +69,13 @@ impl TlsConfigError {
     }
 
     /// The setting at fault, e.g. `tls.ca`, `tls.cert`, `tls.key`, `tls.server_identity`.
+    #[must_use]
     pub fn field(&self) -> &'static str {
         self.field
     }
 
     /// What is wrong with it.
+    #[must_use]
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -109,6 +112,7 @@ pub enum FailureReason {
 impl FailureReason {
     /// The label value: `unknown_ca`, `expired`, `identity_mismatch`, `no_client_cert`,
     /// `plaintext`, `timeout`, `other`.
+    #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             FailureReason::UnknownCa => "unknown_ca",
@@ -183,6 +187,7 @@ pub enum Side {
 
 impl Side {
     /// `server` or `client`.
+    #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Side::Server => "server",
@@ -220,16 +225,19 @@ impl HandshakeError {
     }
 
     /// Why it failed.
+    #[must_use]
     pub fn reason(&self) -> FailureReason {
         self.reason
     }
 
     /// Which side saw it.
+    #[must_use]
     pub fn side(&self) -> Side {
         self.side
     }
 
     /// The other side's address, when known.
+    #[must_use]
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
     }
@@ -282,11 +290,13 @@ impl IdentityMismatch {
     }
 
     /// The identity the client expected.
+    #[must_use]
     pub fn expected(&self) -> &Identity {
         &self.expected
     }
 
     /// The identity the certificate proves, if any.
+    #[must_use]
     pub fn presented(&self) -> Option<&Identity> {
         self.presented.as_ref()
     }

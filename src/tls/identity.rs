@@ -33,6 +33,11 @@ pub struct SpiffeId {
 
 impl SpiffeId {
     /// Parses a SPIFFE ID.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidIdentity`] naming the reason when `s` is longer than 2048 bytes, lacks the
+    /// `spiffe://` scheme, or has an empty or invalid trust domain or path.
     pub fn parse(s: &str) -> Result<Self, InvalidIdentity> {
         let bad = |reason| InvalidIdentity::new(s, reason);
         if s.len() > MAX_SPIFFE_LEN {
@@ -78,16 +83,19 @@ impl SpiffeId {
     }
 
     /// The trust domain, e.g. `mesh.local`.
+    #[must_use]
     pub fn trust_domain(&self) -> &str {
         &self.uri["spiffe://".len()..self.path_at]
     }
 
     /// The path, e.g. `/ns/shop/sa/orders` (empty for a trust domain's own ID).
+    #[must_use]
     pub fn path(&self) -> &str {
         &self.uri[self.path_at..]
     }
 
     /// The whole ID as a string.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.uri
     }
@@ -131,6 +139,11 @@ pub enum Identity {
 
 impl Identity {
     /// Parses an identity: a SPIFFE ID when it starts with `spiffe://`, otherwise a DNS name.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidIdentity`] when `s` is neither a valid SPIFFE ID (see [`SpiffeId::parse`]) nor a
+    /// DNS name.
     pub fn parse(s: &str) -> Result<Self, InvalidIdentity> {
         if s.starts_with("spiffe://") {
             return SpiffeId::parse(s).map(Identity::Spiffe);
@@ -139,6 +152,10 @@ impl Identity {
     }
 
     /// A DNS-name identity.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidIdentity`] when `s` is empty or not a valid DNS name.
     pub fn dns(s: &str) -> Result<Self, InvalidIdentity> {
         match rustls_pki_types::DnsName::try_from(s) {
             Ok(_) if !s.is_empty() => Ok(Identity::Dns(Arc::from(s.to_ascii_lowercase()))),
@@ -150,6 +167,7 @@ impl Identity {
     }
 
     /// The identity as a string: the SPIFFE ID, or the DNS name.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         match self {
             Identity::Spiffe(id) => id.as_str(),
@@ -209,12 +227,14 @@ impl PeerIdentity {
 
     /// The SPIFFE ID of the certificate's first `spiffe://` URI SAN if it has one, otherwise its
     /// first DNS SAN; `None` when it has neither.
+    #[must_use]
     pub fn identity(&self) -> Option<&Identity> {
         self.0.identity.as_ref()
     }
 
     /// The certificate's serial number, lowercase hex (no separators): tells one certificate of
     /// a workload from the next after a rotation.
+    #[must_use]
     pub fn serial(&self) -> &str {
         &self.0.serial
     }

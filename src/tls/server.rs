@@ -50,30 +50,35 @@ pub struct TlsServerBuilder {
 
 impl TlsServerBuilder {
     /// The server certificate chain and its key (PEM files).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.cert = Some((cert.into(), key.into()));
         self
     }
 
     /// The CA bundle client certificates must chain to (mutual TLS).
+    #[must_use = "a builder method returns the changed builder; the original is consumed"]
     pub fn client_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.client_ca = Some(path.into());
         self
     }
 
     /// Also accept clients that present no certificate.
+    #[must_use]
     pub fn allow_anonymous(mut self, yes: bool) -> Self {
         self.allow_anonymous = yes;
         self
     }
 
     /// How often the certificate files are looked at for a change (non-zero).
+    #[must_use]
     pub fn reload_interval(mut self, every: Duration) -> Self {
         self.reload_interval = every;
         self
     }
 
     /// The longest a handshake may take (non-zero).
+    #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -81,6 +86,12 @@ impl TlsServerBuilder {
 
     /// Reads the files and builds the server. Must run within a tokio runtime (a task watches
     /// the certificate files).
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsConfigError`] naming the first bad field: `tls.reload_interval` or
+    /// `tls.handshake_timeout` (zero), `tls.cert` / `tls.key` (unset, unreadable or not matching, or
+    /// no tokio runtime), `tls.client_ca` (unreadable) or `tls` when rustls rejects the configuration.
     pub fn build(self) -> Result<TlsServer, TlsConfigError> {
         super::describe_metrics();
         TlsConfigError::non_zero("tls.reload_interval", self.reload_interval)?;
@@ -185,6 +196,7 @@ impl std::fmt::Debug for TlsServer {
 
 impl TlsServer {
     /// Every setting at its default (see [`TlsServerBuilder`]).
+    #[must_use]
     pub fn builder() -> TlsServerBuilder {
         TlsServerBuilder {
             cert: None,
@@ -196,12 +208,18 @@ impl TlsServer {
     }
 
     /// The serial number of the server certificate in use (new handshakes present it).
+    #[must_use]
     pub fn cert_serial(&self) -> String {
         self.0.certs.serial()
     }
 
     /// Runs the handshake on an accepted connection from `peer`, within the handshake timeout. A
     /// failure is counted and logged before it is returned.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandshakeError`] with its [`FailureReason`] when the handshake fails, the client's
+    /// certificate or identity is rejected, or the handshake timeout passes.
     pub async fn accept(
         &self,
         tcp: TcpStream,

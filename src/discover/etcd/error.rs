@@ -28,6 +28,7 @@ impl WatchClosed {
     }
 
     /// The reason etcd gave, if any (empty when the stream simply ended).
+    #[must_use]
     pub fn reason(&self) -> &str {
         &self.reason
     }

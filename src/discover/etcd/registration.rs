@@ -81,6 +81,11 @@ pub struct RegistrationBuilder {
 
 impl Registration {
     /// Registers `endpoint` under `prefix` with the default TTL ([`DEFAULT_TTL`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RegistrationBuilder::register`]; also a [`ConfigError`] naming `prefix` when `prefix`
+    /// is empty or `/`.
     pub async fn register(
         client: Client,
         prefix: &str,
@@ -90,6 +95,10 @@ impl Registration {
     }
 
     /// A builder, to set the TTL and the retry backoff.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `prefix` when `prefix` is empty or `/`.
     pub fn builder(prefix: &str, endpoint: Endpoint) -> Result<RegistrationBuilder, ConfigError> {
         let prefix = prefix.trim_end_matches('/');
         if prefix.is_empty() {
@@ -119,6 +128,11 @@ impl Registration {
     }
 
     /// Stops the keep-alive and revokes the lease: the key is deleted now.
+    ///
+    /// # Errors
+    ///
+    /// The etcd client's error when the lease cannot be revoked (etcd unreachable, or the lease
+    /// already gone); the keep-alive is stopped either way, so the key expires with its TTL.
     pub async fn deregister(mut self) -> Result<(), BoxError> {
         if let Some(task) = self.task.take() {
             task.abort();
@@ -171,6 +185,7 @@ impl RegistrationBuilder {
     /// raise a very short TTL to its own minimum (about 2 s with default settings).
     ///
     /// Checked by [`register`](Self::register).
+    #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -178,6 +193,10 @@ impl RegistrationBuilder {
 
     /// Checks the settings, as [`register`](Self::register) does: the TTL must be a whole number
     /// of seconds, at least 1.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `ttl` when the TTL is zero or not a whole number of seconds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.ttl_secs().map(drop)
     }
@@ -195,18 +214,21 @@ impl RegistrationBuilder {
     }
 
     /// The delays between keep-alive or re-registration attempts after a failure.
+    #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// The randomness for the backoff jitter (default: from entropy).
+    #[must_use]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// The key that will be written.
+    #[must_use]
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -214,6 +236,11 @@ impl RegistrationBuilder {
     /// Grants the lease, writes the key, and starts the keep-alive task (on the current tokio
     /// runtime). Fails if a setting is invalid (a [`ConfigError`] naming `ttl`) or etcd cannot be
     /// reached now.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `ttl` (see [`validate`](Self::validate)), or the etcd client's error
+    /// when the lease cannot be granted or the key written.
     pub async fn register(self, mut client: Client) -> Result<Registration, BoxError> {
         let ttl_secs = self.ttl_secs()?;
         let lease = Arc::new(AtomicI64::new(0));

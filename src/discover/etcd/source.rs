@@ -63,11 +63,19 @@ impl fmt::Debug for EtcdDiscover {
 impl EtcdDiscover {
     /// Follows the keys under `prefix` (a `/` is appended if missing), with the default backoff
     /// and request timeout. An empty prefix is rejected.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `prefix` when `prefix` is empty or `/`.
     pub fn new(client: Client, prefix: impl Into<String>) -> Result<Self, ConfigError> {
         Self::builder(prefix)?.build(client)
     }
 
     /// A builder, to set the backoff, the request timeout, the randomness and the metric labels.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `prefix` when `prefix` is empty or `/`.
     pub fn builder(prefix: impl Into<String>) -> Result<EtcdDiscoverBuilder, ConfigError> {
         let prefix = normalize_prefix(prefix.into())?;
         Ok(EtcdDiscoverBuilder {
@@ -80,6 +88,7 @@ impl EtcdDiscover {
     }
 
     /// The watched prefix, always ending with `/`.
+    #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -122,6 +131,7 @@ impl EtcdDiscoverBuilder {
     /// The delays between attempts after a failure (default: full jitter from
     /// [`DEFAULT_BACKOFF_BASE`] to [`DEFAULT_BACKOFF_MAX`]). The series starts again once a watch
     /// has stayed up for the policy's `max`.
+    #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -131,35 +141,47 @@ impl EtcdDiscoverBuilder {
     /// zero is rejected by `build`. An established watch has no timeout: configure gRPC
     /// keep-alive on the client (`ConnectOptions::with_keep_alive`) to detect a silently dead
     /// connection.
+    #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// The randomness for the backoff jitter (default: from entropy).
+    #[must_use]
     pub fn seed(mut self, seeds: SeedSource) -> Self {
         self.seeds = Some(seeds);
         self
     }
 
     /// Static labels for this source's metrics (feature `metrics`).
+    #[must_use]
     pub fn labels(mut self, labels: MetricLabels) -> Self {
         self.labels = labels;
         self
     }
 
     /// The watched prefix, always ending with `/`.
+    #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// Checks the settings, as [`build`](Self::build) does: `request_timeout` must be non-zero.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `request_timeout` when it is zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::error::non_zero("request_timeout", self.request_timeout).map(drop)
     }
 
     /// The source, reading through `client`. Nothing is sent to etcd until the stream is polled.
     /// Fails when a setting is invalid (a zero `request_timeout`).
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] of [`validate`](Self::validate).
     pub fn build(self, client: Client) -> Result<EtcdDiscover, ConfigError> {
         self.validate()?;
         let seeds = self.seeds.unwrap_or_default();
